@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,14 +129,19 @@ class Exclusions:
 
 def _ints(values, path: str, key: str) -> set[int]:
     try:
-        return {int(v) for v in np.asarray(values).ravel().tolist()}
+        raw = np.asarray(values).ravel().tolist()
+        ints = {int(v) for v in raw}
+        if any(int(v) != v for v in raw):
+            raise ValueError("a value is not a whole number")
     except (TypeError, ValueError) as err:
         raise ValueError(f"exclusion file {path}: {key} is not a list of integers ({err})") from None
+    return ints
 
 
 def _load_pt(path: str):
     # The original saved numpy int64 scalars; allow exactly those types, nothing executable.
-    allowed = [np._core.multiarray.scalar, np.dtype, np.dtypes.Int64DType]
+    scalar = np._core.multiarray.scalar
+    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType]  # numpy 2 and 1.x names
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -154,7 +160,7 @@ def load_exclusions(paths) -> Exclusions:
             try:
                 with np.load(path) as data:
                     found = {k: _ints(data[k], path, k) for k in ("train_a", "test_a", "train_c", "test_c") if k in data}
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, zipfile.BadZipFile) as err:
                 raise ValueError(f"exclusion file {path} is not a readable .npz: {err}") from None
             if not found:
                 raise ValueError(f"exclusion file {path} has none of the keys train_a, test_a, train_c, test_c")

@@ -1,0 +1,91 @@
+"""What both entry scripts share around the loop: run flags, precision, compile, DDP wrapping, seeding,
+resume lookup and the one-line error exit."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+from .distributed import DistInfo
+from .gpt2 import strip_compile_prefix
+
+EXIT_BAD_INPUT = 2
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("runtime (this project)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="autocast dtype; auto: bfloat16 on CUDA, float32 on CPU")
+    g.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the model; auto: on for CUDA, off on CPU")
+    g.add_argument("--resume", default=None,
+                   help="checkpoint path, or 'auto' for the newest complete checkpoint of this run in results_dir")
+    g.add_argument("--keep_checkpoints", type=int, default=None,
+                   help="keep only the newest N periodic checkpoints (default: keep all)")
+    g.add_argument("--ignore_disk_check", action="store_true",
+                   help="start even if the checkpoints the run will write exceed the free disk space")
+
+
+def fail(message: str) -> None:
+    """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+
+
+def seed_everything(seed: int) -> None:
+    """Model init draws from torch's RNG; numpy and random are seeded for any user code."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_model(model: torch.nn.Module, info: DistInfo, compile_choice: str, log=print):
+    """(eval_model, train_model): compiled where asked, DDP-wrapped for training when distributed."""
+    model.to(info.device)
+    if info.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_compile = compile_choice == "on" or (compile_choice == "auto" and info.device.type == "cuda")
+    eval_model = torch.compile(model) if use_compile else model
+    if use_compile:
+        log("torch.compile: on")
+    train_model = eval_model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(eval_model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                          broadcast_buffers=False, gradient_as_bucket_view=True)
+    return eval_model, train_model
+
+
+def clean_state_dict(model: torch.nn.Module) -> dict:
+    """The model's state dict without `_orig_mod.`/`module.` prefixes and without non-persistent buffers."""
+    return strip_compile_prefix(model.state_dict())
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Model + two AdamW moments, float32 (what a checkpoint holds, a little metadata aside)."""
+    return 3 * sum(p.numel() * 4 for p in model.parameters())
+
+
+def check_disk(results_dir: str, n_checkpoints: int, bytes_each: int, override: bool, log=print) -> None:
+    os.makedirs(results_dir, exist_ok=True)
+    total = n_checkpoints * bytes_each
+    free = shutil.disk_usage(results_dir).free
+    log(f"checkpoints: {bytes_each / 1e6:.1f} MB each, {n_checkpoints} to write, {total / 1e9:.2f} GB in all "
+        f"({free / 1e9:.1f} GB free in {results_dir})")
+    if total > free and not override:
+        fail(f"the run would write {total / 1e9:.2f} GB of checkpoints but {results_dir} has "
+             f"{free / 1e9:.2f} GB free; use --keep_checkpoints N, a larger --checkpoint_interval, "
+             f"or --ignore_disk_check")

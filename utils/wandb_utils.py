@@ -1,0 +1,74 @@
+"""Weights & Biases: the original's flags (spec section 10), off unless asked for, an error when asked
+for and unavailable (D20). Only the master process talks to W&B."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+import psutil
+import torch
+
+
+def add_wandb_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Weights & Biases")
+    g.add_argument("--use_wandb", action="store_true", help="log to W&B")
+    g.add_argument("--wandb_project", type=str, default="prng_scaling")
+    g.add_argument("--wandb_entity", type=str, default=None)
+    g.add_argument("--wandb_name", type=str, default=None)
+    g.add_argument("--wandb_tags", type=str, default=None, help="comma-separated")
+    g.add_argument("--wandb_notes", type=str, default=None)
+    g.add_argument("--wandb_offline", action="store_true", help="log offline (sync later with `wandb sync`)")
+    g.add_argument("--wandb_api_key", type=str, default=None, help="exported as WANDB_API_KEY")
+
+
+def require_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError("--use_wandb was given but the wandb package is not installed (pip install wandb)") from None
+    return wandb
+
+
+def environment_info() -> dict:
+    return {"python_version": sys.version.split()[0], "torch_version": torch.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "total_ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "cuda_available": torch.cuda.is_available(), "cuda_device_count": torch.cuda.device_count()}
+
+
+class WandbRun:
+    """A W&B run on the master process, or a no-op everywhere else / when not asked for."""
+
+    def __init__(self, cfg, run_config: dict, default_name: str, master: bool):
+        self.run = None
+        if not (cfg.use_wandb and master):
+            return
+        wandb = require_wandb()
+        if cfg.wandb_api_key:
+            os.environ["WANDB_API_KEY"] = cfg.wandb_api_key
+        tags = [t.strip() for t in cfg.wandb_tags.split(",") if t.strip()] if cfg.wandb_tags else None
+        self.run = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity,
+                              name=cfg.wandb_name or default_name, tags=tags, notes=cfg.wandb_notes,
+                              mode="offline" if cfg.wandb_offline else None,
+                              config={**run_config, **environment_info()})
+        print(f"W&B run: {self.run.name} ({'offline, ' + self.run.dir if cfg.wandb_offline else self.run.url})")
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def summary(self, values: dict) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def image(self, key: str, path: str, step: int) -> None:
+        if self.run is not None:
+            import wandb
+            self.run.log({key: wandb.Image(path)}, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
