@@ -18,8 +18,8 @@ from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_sum
 from utils.params import load_exclusions, split_ac
 from utils.results import (checkpoint_path, load_checkpoint, newest_checkpoint, prune_checkpoints, save_npz,
                            save_table, save_torch, unique_path)
-from utils.runtime import (add_runtime_args, check_disk, clean_state_dict, estimate_checkpoint_bytes, fail,
-                           prepare_model, resolve_dtype, seed_everything)
+from utils.runtime import (add_runtime_args, check_disk, check_same_run, clean_state_dict, estimate_checkpoint_bytes,
+                           fail, find_resume, plain_config, prepare_model, resolve_dtype, seed_everything)
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
 from utils.trainer import (EXIT_PREEMPTED, LoopConfig, NonFiniteLoss, Preempted, StopSignals, Task,
@@ -29,9 +29,6 @@ from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
 CHECKPOINT_PREFIX = "checkpoint_"
-# Flags that may differ between a run and its resumption.
-RESUME_FREE = {"resume", "keep_checkpoints", "ignore_disk_check", "num_workers", "use_wandb", "wandb_project",
-               "wandb_entity", "wandb_name", "wandb_tags", "wandb_notes", "wandb_offline", "wandb_api_key"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +92,8 @@ def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argpars
     if not 0 < cfg.lr_min <= cfg.lr_trgt:
         raise ValueError(f"need 0 < lr_min <= lr_trgt, got lr_min={cfg.lr_min}, lr_trgt={cfg.lr_trgt}")
     validate_single_schedule(warm_steps=cfg.warm_steps, num_steps=cfg.num_steps)
+    if cfg.warm_steps >= cfg.num_steps:
+        log(f"warning: warm_steps={cfg.warm_steps} >= num_steps={cfg.num_steps}: the whole run is LR warmup")
     cfg.type_list = [t.strip() for t in cfg.type.split("+")]
     n = prng.bit_length(cfg.m)
     has_lcg = any(t.upper() == "LCG" for t in cfg.type_list)
@@ -133,18 +132,6 @@ def base_name(cfg) -> str:
             f"_nd{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}_ne{cfg.n_example}_n{cfg.n_embd}_h{cfg.n_head}_d{cfg.n_layer}"
             f"{suffix}_dI{cfg.data_seed}_I{cfg.main_seed}_lr{cfg.lr_trgt:.6f}_Twarm{cfg.warm_steps}"
             f"_T{cfg.num_steps}_B{cfg.effective_batch}_wd{cfg.weight_decay}")
-
-
-def plain_config(cfg) -> dict:
-    """The config as a dict of plain values (readable with torch.load(weights_only=True))."""
-    out = {}
-    for key, value in vars(cfg).items():
-        if key == "combos":
-            value = [c.label for c in value]
-        if isinstance(value, (str, int, float, bool, type(None))) or (
-                isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)):
-            out[key] = value
-    return out
 
 
 class SingleModulusTask(Task):
@@ -252,26 +239,6 @@ def output_paths(cfg, base: str) -> dict:
             "correctness": os.path.join(d, f"correctness_{base}.npz")}
 
 
-def find_resume(cfg, base: str) -> str | None:
-    if cfg.resume is None:
-        return None
-    if cfg.resume == "auto":
-        path = newest_checkpoint(cfg.results_dir, CHECKPOINT_PREFIX, base)
-        print(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
-        return path
-    if not os.path.isfile(cfg.resume):
-        raise ValueError(f"--resume: no such file {cfg.resume}")
-    return cfg.resume
-
-
-def check_same_run(ckpt_cfg: dict, cfg, path: str) -> None:
-    now = plain_config(cfg)
-    diff = [k for k in sorted(set(now) | set(ckpt_cfg)) if k not in RESUME_FREE and now.get(k) != ckpt_cfg.get(k)]
-    if diff:
-        shown = ", ".join(f"{k}: {ckpt_cfg.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
-        raise ValueError(f"--resume {path} belongs to a different run ({shown})")
-
-
 def main(argv=None) -> int:
     cfg = build_parser().parse_args(argv)
     try:
@@ -282,7 +249,7 @@ def main(argv=None) -> int:
         split = split_ac(cfg.m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed),
                          ex_a, ex_c)
         base = base_name(cfg)
-        resume_path = find_resume(cfg, base)
+        resume_path = find_resume(cfg, CHECKPOINT_PREFIX, base)
         ckpt = load_checkpoint(resume_path) if resume_path else None
         if ckpt is not None:
             check_same_run(ckpt["config"], cfg, resume_path)

@@ -67,12 +67,19 @@ def test_single_lr_matches_torch_sequential_lr(warm_steps, num_steps):
     assert_close_all(ours, reference, rel=1e-12)
 
 
-@pytest.mark.parametrize('warm_steps, num_steps', [(100, 100), (101, 100), (-1, 100), (0, 0)])
-def test_single_schedule_rejects_bad_step_counts(warm_steps, num_steps):
-    with pytest.raises(ValueError, match='num_steps'):
+@pytest.mark.parametrize('warm_steps, num_steps, message', [(-1, 100, 'warm_steps'), (0, 0, 'num_steps')])
+def test_single_schedule_rejects_bad_step_counts(warm_steps, num_steps, message):
+    with pytest.raises(ValueError, match=message):
         validate_single_schedule(warm_steps=warm_steps, num_steps=num_steps)
     with pytest.raises(ValueError):
         single(0, warm_steps, num_steps)
+
+
+@pytest.mark.parametrize('warm_steps', [100, 5000])
+def test_warmup_longer_than_the_run_is_all_warmup(warm_steps):
+    # The README command with `--num_steps 2` appended keeps --warm_steps 5000: the run only warms up.
+    lrs = [single(u, warm_steps, 100) for u in range(100)]
+    assert lrs == [LR * (1e-8 + (1 - 1e-8) * u / warm_steps) for u in range(100)]
 
 
 # --------------------------------------------------------------------------- phase_lr

@@ -13,8 +13,13 @@ import torch
 
 from .distributed import DistInfo
 from .gpt2 import strip_compile_prefix
+from .results import newest_checkpoint
 
 EXIT_BAD_INPUT = 2
+
+# Flags that may differ between a run and its resumption.
+RESUME_FREE = {"resume", "keep_checkpoints", "ignore_disk_check", "num_workers", "use_wandb", "wandb_project",
+               "wandb_entity", "wandb_name", "wandb_tags", "wandb_notes", "wandb_offline", "wandb_api_key"}
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -89,3 +94,44 @@ def check_disk(results_dir: str, n_checkpoints: int, bytes_each: int, override: 
         fail(f"the run would write {total / 1e9:.2f} GB of checkpoints but {results_dir} has "
              f"{free / 1e9:.2f} GB free; use --keep_checkpoints N, a larger --checkpoint_interval, "
              f"or --ignore_disk_check")
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _plain(v) for k, v in value.items())
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def plain_config(cfg) -> dict:
+    """The config's plain values (readable with torch.load(weights_only=True)); combos as labels."""
+    out = {}
+    for key, value in vars(cfg).items():
+        if key == "combos":
+            value = [c.label for c in value]
+        if _plain(value):
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def find_resume(cfg, prefix: str, base: str) -> str | None:
+    """The checkpoint --resume names: a path, or with 'auto' the newest complete one of this run."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        path = newest_checkpoint(cfg.results_dir, prefix, base)
+        print(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
+        return path
+    if not os.path.isfile(cfg.resume):
+        raise ValueError(f"--resume: no such file {cfg.resume}")
+    return cfg.resume
+
+
+def check_same_run(ckpt_cfg: dict, cfg, path: str) -> None:
+    """Refuse to resume a checkpoint written with other settings (resume-free flags aside)."""
+    now = plain_config(cfg)
+    diff = [k for k in sorted(set(now) | set(ckpt_cfg)) if k not in RESUME_FREE and now.get(k) != ckpt_cfg.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}: {ckpt_cfg.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
+        raise ValueError(f"--resume {path} belongs to a different run ({shown})")

@@ -34,12 +34,15 @@ def _check_update(u):
 # --------------------------------------------------------------------------- single-modulus LR
 
 def validate_single_schedule(*, warm_steps, num_steps):
-    """Raise ValueError unless 0 <= warm_steps < num_steps (the cosine needs at least one update)."""
+    """Raise ValueError unless num_steps > 0 and warm_steps >= 0.
+
+    warm_steps >= num_steps is allowed: the whole run is warmup (the caller says so once), so the
+    README command with small num_steps appended still runs.
+    """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be > 0, got {num_steps}")
-    if not 0 <= warm_steps < num_steps:
-        raise ValueError(f"warm_steps must be >= 0 and < num_steps, "
-                         f"got warm_steps={warm_steps}, num_steps={num_steps}")
+    if warm_steps < 0:
+        raise ValueError(f"warm_steps must be >= 0, got warm_steps={warm_steps}")
 
 
 def single_lr(u, *, lr_trgt, lr_min, warm_steps, num_steps):
