@@ -9,26 +9,22 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from utils import distributed, prng
 from utils.data import EpochOrder, PRNGDataset, eval_shards, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
 from utils.params import load_exclusions, split_ac
-from utils.results import (checkpoint_path, load_checkpoint, newest_checkpoint, prune_checkpoints, save_npz,
-                           save_table, save_torch, unique_path)
-from utils.runtime import (add_runtime_args, check_disk, check_same_run, clean_state_dict, estimate_checkpoint_bytes,
-                           fail, find_resume, plain_config, prepare_model, resolve_dtype, seed_everything)
+from utils.results import checkpoint_path, load_checkpoint, save_npz, save_table, save_torch, unique_path
+from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, fail, find_resume, plain_config,
+                           resolve_dtype, seed_everything)
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
-from utils.trainer import (EXIT_PREEMPTED, LoopConfig, NonFiniteLoss, Preempted, StopSignals, Task,
-                           TrainState, format_eta, train)
+from utils.trainer import Task, fit, format_eta
 from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
-CHECKPOINT_PREFIX = "checkpoint_"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,8 +137,7 @@ class SingleModulusTask(Task):
         self.order = EpochOrder(len(train_ds), cfg.batch_size, cfg.main_seed, info.rank, info.world_size)
         self.paths = paths
         self.rows: list[dict] = []
-        self.type_rows: list[dict] = []
-        self.optimizer = None
+        self.extra_rows: list[dict] = []  # per-type rows
 
     def lr(self, update):
         c = self.cfg
@@ -153,7 +148,7 @@ class SingleModulusTask(Task):
 
     def _eval(self, model, ds, positions=False):
         shards = list(eval_shards(len(ds), self.cfg.batch_size, self.info.rank, self.info.world_size))
-        return evaluate(model, ds, shards, info=self.info, dtype=self.cfg.dtype, digits=self.cfg.digits,
+        return evaluate(model, ds, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
                         positions=positions)
 
     def evaluate(self, model):
@@ -178,7 +173,7 @@ class SingleModulusTask(Task):
             for label, m in test["per_type"].items():
                 type_row.update({f"{label}_loss": m["loss"], f"{label}_acc": m["acc"], f"{label}_last_acc": m["last_acc"]})
                 metrics.update({f"per_type/{label}/{k}": m[k] for k in ("loss", "acc", "last_acc")})
-            self.type_rows.append(type_row)
+            self.extra_rows.append(type_row)
         if self.info.master:
             self.write_tables()
             self.wandb.log(metrics, step=step)
@@ -187,7 +182,7 @@ class SingleModulusTask(Task):
         save_table(self.rows, EVAL_COLUMNS, self.paths["eval"], sep="\t", index=True)
         if self.per_type:
             cols = ["step"] + [f"{l}_{k}" for l in self.per_type for k in ("loss", "acc", "last_acc")]
-            save_table(self.type_rows, cols, self.paths["per_type"])
+            save_table(self.extra_rows, cols, self.paths["per_type"])
 
     def progress(self, step, train, test, lr, tok_per_s, eta_s):
         line = f"step {step:>6d}/{self.cfg.num_steps}"
@@ -198,36 +193,6 @@ class SingleModulusTask(Task):
         if train:
             line += f" | {tok_per_s / 1e3:.1f}k tok/s | left {format_eta(eta_s)}"
         return line
-
-    def checkpoint_dict(self, state: TrainState, optimizer) -> dict:
-        return {"model_state_dict": clean_state_dict(self.model),
-                "optimizer_state_dict": optimizer.state_dict(),
-                "scheduler_state_dict": {"update": state.update, "last_lr": self.lr(max(state.update - 1, 0))},
-                "step": state.update,
-                "eval_results": [[row[c] for c in EVAL_COLUMNS] for row in self.rows],
-                "per_type_results": self.type_rows,
-                "train_state": state.state_dict(),
-                "torch_rng_state": torch.get_rng_state(),
-                "paths": self.paths,
-                "config": plain_config(self.cfg)}
-
-    def save_checkpoint(self, state, optimizer):
-        path = checkpoint_path(self.cfg.results_dir, CHECKPOINT_PREFIX, self.paths["base"], state.update)
-        if self.info.master:
-            save_torch(self.checkpoint_dict(state, optimizer), path)
-            prune_checkpoints(self.cfg.results_dir, CHECKPOINT_PREFIX, self.paths["base"], self.cfg.keep_checkpoints)
-        distributed.barrier(self.info)
-        return path
-
-    def restore(self, ckpt: dict) -> TrainState:
-        self.rows = [dict(zip(EVAL_COLUMNS, r)) for r in ckpt["eval_results"]]
-        self.type_rows = list(ckpt["per_type_results"])
-        self.paths = dict(ckpt["paths"])
-        torch.set_rng_state(ckpt["torch_rng_state"])
-        state = TrainState.from_state_dict(ckpt["train_state"])
-        if not self.info.master:
-            state.accum = [0.0] * len(state.accum)  # rank 0 carries the sums of all ranks
-        return state
 
 
 def output_paths(cfg, base: str) -> dict:
@@ -249,7 +214,7 @@ def main(argv=None) -> int:
         split = split_ac(cfg.m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed),
                          ex_a, ex_c)
         base = base_name(cfg)
-        resume_path = find_resume(cfg, CHECKPOINT_PREFIX, base)
+        resume_path = find_resume(cfg, Task.checkpoint_prefix, base)
         ckpt = load_checkpoint(resume_path) if resume_path else None
         if ckpt is not None:
             check_same_run(ckpt["config"], cfg, resume_path)
@@ -258,7 +223,7 @@ def main(argv=None) -> int:
 
     info = distributed.setup(cfg.device)
     log = print if info.master else (lambda *a, **k: None)
-    cfg.dtype = resolve_dtype(cfg.dtype, info.device)
+    cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
     seed_everything(cfg.main_seed)
     t0 = time.perf_counter()
     make = lambda a, c, n_ex, combos=cfg.combos: PRNGDataset(cfg.m, combos, a, c, n_ex, cfg.seq_len, cfg.base,
@@ -277,46 +242,23 @@ def main(argv=None) -> int:
     nd, ndp, nn_, nnp = param_group_summary(model)
     log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters "
         f"({nd} decayed tensors / {ndp:,}, {nn_} non-decayed / {nnp:,}); device {info.device}, "
-        f"dtype {str(cfg.dtype).replace('torch.', '')}, world size {info.world_size}")
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model_state_dict"])
-    eval_model, train_model = prepare_model(model, info, cfg.compile, log)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2), info.device.type)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-    if cfg.save_checkpoints and info.master:
-        n_ckpt = cfg.num_steps // cfg.checkpoint_interval + 2
-        n_ckpt = min(n_ckpt, cfg.keep_checkpoints) if cfg.keep_checkpoints else n_ckpt
-        check_disk(cfg.results_dir, n_ckpt, estimate_checkpoint_bytes(model), cfg.ignore_disk_check, log)
-
+        f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
     os.makedirs(cfg.results_dir, exist_ok=True)
     wandb_run = WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
                          base.replace("+", "-"), info.master)
     task = SingleModulusTask(cfg, info, train_ds, test_ds, per_type, output_paths(cfg, base), wandb_run, model)
-    state = task.restore(ckpt) if ckpt is not None else TrainState()
-    loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
-                      checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
-                      eval_at_start=True, dtype=cfg.dtype, digits=cfg.digits)
     t_train = time.perf_counter()
-    try:
-        with StopSignals() as signals:
-            train(eval_model, train_model, optimizer, task, loop, info, state, signals, log)
-    except Preempted as stop:
-        log(f"{stop}; continue with --resume auto")
+    code, eval_model, state = fit(task, model, cfg, info, ckpt, eval_at_start=True, log=log)
+    if code:
         wandb_run.finish()
         distributed.cleanup(info)
-        return EXIT_PREEMPTED
-    except NonFiniteLoss as err:
-        log(f"error: {err}")
-        wandb_run.finish()
-        distributed.cleanup(info)
-        return 1
+        return code
 
     written = [task.paths["eval"]] + ([task.paths["per_type"]] if per_type else [])
     if info.master:
         written += save_final_outputs(cfg, task, split, train_ds, eval_model, info, log)
         if cfg.save_checkpoints:
-            written.append(checkpoint_path(cfg.results_dir, CHECKPOINT_PREFIX, base, cfg.num_steps))
+            written.append(checkpoint_path(cfg.results_dir, Task.checkpoint_prefix, base, cfg.num_steps))
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
     elif cfg.save_correctness:
@@ -336,7 +278,7 @@ def correctness_passes(cfg, task, train_ds, model, info) -> dict:
     lo, hi = len(train_idx) * info.rank // info.world_size, len(train_idx) * (info.rank + 1) // info.world_size
     mine = train_idx[lo:hi]
     shards = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    curves = {"train_correct": evaluate(model, train_ds, shards, info=info, dtype=cfg.dtype, digits=cfg.digits,
+    curves = {"train_correct": evaluate(model, train_ds, shards, info=info, dtype=cfg.amp_dtype, digits=cfg.digits,
                                         positions=True)["pos_acc"],
               "test_correct": task._eval(model, task.test_ds, positions=True)["pos_acc"]}
     for label, ds in task.per_type.items():

@@ -55,7 +55,7 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
             num += number_correct(hit, digits).sum(0)
     flat = all_reduce_sum(torch.cat([totals, pos, num]), info).cpu().numpy()
     model.train(was_training)
-    loss_sum, tokens, correct, last, seqs = flat[:5]
+    loss_sum, tokens, correct, last, seqs = flat[:5].tolist()  # python floats: checkpoints load weights_only
     if tokens == 0:
         raise ValueError("evaluation over an empty dataset")
     out = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs}

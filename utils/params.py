@@ -14,6 +14,8 @@ import numpy as np
 import sympy
 import torch
 
+from .results import first_line
+
 # Enumerate the coprime increments outright below this modulus; draw by rejection above it.
 _ENUMERATE_LIMIT = 1 << 22
 
@@ -170,7 +172,7 @@ def load_exclusions(paths) -> Exclusions:
             try:
                 obj = _load_pt(path)
             except Exception as err:  # torch raises many types for a bad file; report them all as one
-                raise ValueError(f"exclusion file {path} could not be loaded safely: {err}") from None
+                raise ValueError(f"exclusion file {path} could not be loaded safely: {first_line(err)}") from None
             _add_pt(ex, obj, path)
         else:
             raise ValueError(f"exclusion file {path}: unsupported extension (use .npz or .pt)")

@@ -35,6 +35,12 @@ def atomic_write(path: str):
             os.remove(tmp)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's load errors run to many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def unique_path(path: str) -> str:
     """`path`, or `stem_2.ext`, `stem_3.ext`, ... if it exists (spec 9)."""
     if not os.path.exists(path):
@@ -48,7 +54,8 @@ def unique_path(path: str) -> str:
 
 def save_torch(obj, path: str) -> None:
     with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:  # a file object keeps the archive's inner name fixed: same run, same bytes
+            torch.save(obj, fh)
 
 
 def save_npz(path: str, **arrays) -> None:
@@ -86,7 +93,7 @@ def load_checkpoint(path: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; name the file once
-        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {err}") from None
+        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {first_line(err)}") from None
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "step" not in ckpt:
         raise ValueError(f"{path} is not a checkpoint of this project (no model_state_dict/step)")
     return ckpt
@@ -109,3 +116,61 @@ def prune_checkpoints(results_dir: str, prefix: str, base: str, keep: int | None
         return
     for _, path in list_checkpoints(results_dir, prefix, base)[keep:]:
         os.remove(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pretrained weights (D17)
+
+def read_state_dict(path: str) -> dict:
+    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
+    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
+    import argparse
+
+    from .gpt2 import strip_compile_prefix
+    if not os.path.isfile(path):
+        raise ValueError(f"pretrained file not found: {path}")
+    scalar = np._core.multiarray.scalar
+    allowed = [argparse.Namespace, scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType,
+               np.dtypes.Float64DType]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise ValueError(f"pretrained file {path} could not be loaded safely: {first_line(err)}") from None
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"pretrained file {path} holds no state dict")
+    state = strip_compile_prefix(obj)
+    if "transformer.wte.weight" not in state:
+        raise ValueError(f"pretrained file {path} has no transformer.wte.weight (not a model of this project)")
+    return state
+
+
+def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
+    """Load weights into `model`, copying the first min(old, new) token-embedding rows when the
+    vocabulary changes (spec 7.3). Every other tensor must match by name and shape. Returns the
+    pretrained vocabulary size."""
+    state = read_state_dict(path)
+    wte = state.pop("transformer.wte.weight")
+    state.pop("lm_head.weight", None)  # tied to wte
+    own = {k: v for k, v in model.state_dict().items() if k not in ("transformer.wte.weight", "lm_head.weight")}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"pretrained file {path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"pretrained file {path}: {key} has shape {tuple(value.shape)}, the model needs "
+                             f"{tuple(own[key].shape)}")
+    target = model.transformer.wte.weight
+    if wte.shape[1] != target.shape[1]:
+        raise ValueError(f"pretrained file {path}: embedding width {wte.shape[1]} != n_embd {target.shape[1]}")
+    model.load_state_dict(state, strict=False)
+    rows = min(wte.shape[0], target.shape[0])
+    if wte.shape[0] > target.shape[0]:
+        log(f"warning: pretrained vocabulary {wte.shape[0]} is larger than {target.shape[0]}; extra rows dropped")
+    with torch.no_grad():
+        target[:rows].copy_(wte[:rows])
+    assert model.lm_head.weight is model.transformer.wte.weight
+    log(f"pretrained: loaded {path} (vocabulary {wte.shape[0]} -> {target.shape[0]}, {rows} rows copied)")
+    return int(wte.shape[0])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo, all_reduce_sum, barrier
 from .evaluation import autocast, batch_counts
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
@@ -64,7 +64,12 @@ class TrainState:
 
 
 class Task:
-    """Hooks the two scripts fill in."""
+    """Hooks the two scripts fill in, and the checkpoint plumbing they share.
+
+    A subclass sets cfg, info, model (the unwrapped model), paths ({'base': ..., output files}),
+    rows (evaluation rows, dicts), extra_rows (per-type rows, or []) and checkpoint_prefix.
+    """
+    checkpoint_prefix = "checkpoint_"
 
     def lr(self, update: int) -> float:
         raise NotImplementedError
@@ -80,16 +85,54 @@ class Task:
         """Append the evaluation row and rewrite the tables (master only)."""
         raise NotImplementedError
 
-    def save_checkpoint(self, state: TrainState, optimizer) -> str | None:
-        """Write a checkpoint at state.update (master) and return its path."""
-        raise NotImplementedError
-
     def progress(self, step: int, train: dict | None, test: dict, lr: float, tok_per_s: float,
                  eta_s: float) -> str:
         raise NotImplementedError
 
     def on_final_micro_batch(self, hit: torch.Tensor) -> None:
         """Per-token correctness (B, C) of the run's very last micro-batch (curriculum keeps it)."""
+
+    def checkpoint_state(self) -> dict:
+        """Task-specific state a resume needs beyond the common keys."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        pass
+
+    def save_checkpoint(self, state: TrainState, optimizer) -> str:
+        """Write a checkpoint at state.update (master; spec 9 keys plus what an exact resume needs)."""
+        from .results import checkpoint_path, prune_checkpoints, save_torch
+        from .runtime import clean_state_dict, plain_config
+        cfg = self.cfg
+        path = checkpoint_path(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], state.update)
+        if self.info.master:
+            save_torch({"model_state_dict": clean_state_dict(self.model),
+                        "optimizer_state_dict": optimizer.state_dict(),
+                        "scheduler_state_dict": {"update": state.update},
+                        "step": state.update,
+                        "eval_results": [list(row.values()) for row in self.rows],
+                        "eval_columns": list(self.rows[0]) if self.rows else [],
+                        "extra_results": self.extra_rows,
+                        "train_state": state.state_dict(),
+                        "task_state": self.checkpoint_state(),
+                        "torch_rng_state": torch.get_rng_state(),
+                        "paths": self.paths,
+                        "config": plain_config(cfg)}, path)
+            prune_checkpoints(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], cfg.keep_checkpoints)
+        barrier(self.info)
+        return path
+
+    def restore(self, ckpt: dict) -> TrainState:
+        """Take the rows, output paths and loop state of a checkpoint (model/optimizer are loaded by the caller)."""
+        self.rows = [dict(zip(ckpt["eval_columns"], r)) for r in ckpt["eval_results"]]
+        self.extra_rows = list(ckpt["extra_results"])
+        self.paths = dict(ckpt["paths"])
+        self.load_checkpoint_state(ckpt["task_state"])
+        torch.set_rng_state(ckpt["torch_rng_state"])
+        state = TrainState.from_state_dict(ckpt["train_state"])
+        if not self.info.master:
+            state.accum = [0.0] * len(state.accum)  # rank 0 carries the sums of all ranks
+        return state
 
 
 class StopSignals:
@@ -214,3 +257,36 @@ def _agree(flag: bool, info: DistInfo) -> bool:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=info.device)
     return bool(all_reduce_sum(t, info).item() > 0)
+
+
+def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, *, eval_at_start: bool, log=print):
+    """Everything between a built model and the final outputs, for both scripts: resume weights,
+    compile/DDP, AdamW, disk check, the loop, and the stop/non-finite exits.
+
+    Returns (exit code, eval model, final TrainState).
+    """
+    from .runtime import check_disk, estimate_checkpoint_bytes, prepare_model
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model_state_dict"])
+    eval_model, train_model = prepare_model(model, info, cfg.compile, log)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2), info.device.type)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+    if cfg.save_checkpoints and info.master:
+        n_ckpt = cfg.num_steps // cfg.checkpoint_interval + 2
+        n_ckpt = min(n_ckpt, cfg.keep_checkpoints) if cfg.keep_checkpoints else n_ckpt
+        check_disk(cfg.results_dir, n_ckpt, estimate_checkpoint_bytes(model), cfg.ignore_disk_check, log)
+    state = task.restore(ckpt) if ckpt is not None else TrainState()
+    loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
+                      checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
+                      eval_at_start=eval_at_start, dtype=cfg.amp_dtype, digits=cfg.digits)
+    try:
+        with StopSignals() as signals:
+            train(eval_model, train_model, optimizer, task, loop, info, state, signals, log)
+    except Preempted as stop:
+        log(f"{stop}; continue with --resume auto")
+        return EXIT_PREEMPTED, eval_model, state
+    except NonFiniteLoss as err:
+        log(f"error: {err}")
+        return 1, eval_model, state
+    return 0, eval_model, state

@@ -1,0 +1,221 @@
+"""Curriculum configuration (spec 6, D14) and the modulus sampler (spec 7.6, D15).
+
+The YAML gives the run; a flag written on the command line overrides its YAML value; unknown keys are
+errors; every value is cast to its type. Without --config the flags are the whole configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import operator
+
+import numpy as np
+import yaml
+
+# YAML (section, key) -> (config attribute, caster name). Defaults are spec 6.2's.
+YAML_SCHEMA = {
+    "model": {"n_layer": ("n_layer", "int", 2), "n_head": ("n_head", "int", 2), "n_embd": ("n_embd", "int", 128),
+              "no_rope": ("no_rope", "bool", False)},
+    "data": {"type": ("type", "str", "LCG"), "control_bits": ("control_bits", "str", "0"),
+             "vocab_size": ("vocab_size", "int?", None), "seq_len": ("seq_len", "int", 513),
+             "n_a": ("n_a", "int", 32), "n_c": ("n_c", "int", 32), "n_test_a": ("n_test_a", "int", 16),
+             "n_test_c": ("n_test_c", "int", 16), "n_example": ("n_example", "int", 1),
+             "base": ("base", "int?", None), "digits": ("digits", "int", 1)},
+    "curriculum": {"moduli": ("moduli", "ints", None), "bits_to_keep": ("bits_to_keep", "ints?", None),
+                   "transition_type": ("transition_type", "str", "linear"),
+                   "sampler_update_interval": ("sampler_update_interval", "int?", None),
+                   "phases": ("phases", "list", [])},
+    "training": {"lr_trgt": ("lr_trgt", "float", 1e-4), "lr_min": ("lr_min", "float", 1e-7),
+                 "batch_size": ("batch_size", "int", 64), "grad_acc_steps": ("grad_acc_steps", "int", 1),
+                 "weight_decay": ("weight_decay", "float", 0.1), "beta1": ("beta1", "float", 0.9),
+                 "beta2": ("beta2", "float", 0.999), "eval_interval": ("eval_interval", "int", 100),
+                 "save_checkpoints": ("save_checkpoints", "bool", False),
+                 "checkpoint_interval": ("checkpoint_interval", "int", 1000)},
+    "output": {"save_correctness": ("save_correctness", "bool", False), "save_params": ("save_params", "bool", False),
+               "results_dir": ("results_dir", "str", "results/multi_curriculum"),
+               # the README and the SLURM script put these two here (D14)
+               "save_checkpoints": ("save_checkpoints", "bool", False),
+               "checkpoint_interval": ("checkpoint_interval", "int", 1000)},
+    "pretrained": {"pretrained_path": ("pretrained_path", "str?", None), "pretrain_m": ("pretrain_m", "int?", None)},
+    "seeds": {"main_seed": ("main_seed", "int", 1), "data_seed": ("data_seed", "int", 1)},
+    "memory": {"cache_size": ("cache_size", "int", 1000)},  # read and kept, as the original; nothing uses it
+    "wandb": {"use_wandb": ("use_wandb", "bool", False), "project": ("wandb_project", "str", "prng_scaling"),
+              "entity": ("wandb_entity", "str?", None), "name": ("wandb_name", "str?", None),
+              "tags": ("wandb_tags", "tags", None), "notes": ("wandb_notes", "str?", None),
+              "offline": ("wandb_offline", "bool", False), "api_key": ("wandb_api_key", "str?", None)},
+}
+TOP_LEVEL = {"experiment_name": ("experiment_name", "str", "Unnamed"),
+             "description": ("description", "str", "No description"),
+             "exclude_ac_paths": ("exclude_ac_paths", "strs?", None)}
+
+
+def _cast(value, kind: str, where: str):
+    """Cast a YAML value; PyYAML reads `1e-2` as a string, so numbers are parsed from strings too."""
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None:
+        if optional or kind == "tags":
+            return None
+        raise ValueError(f"{where} must not be empty")
+    try:
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value) if isinstance(value, str) else value
+            if int(number) != number:
+                raise ValueError
+            return int(number)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1"):
+                return True
+            if str(value).lower() in ("false", "no", "0"):
+                return False
+            raise ValueError
+        if kind == "str":
+            return str(value)
+        if kind in ("ints", "strs", "list", "tags"):
+            if kind == "tags" and isinstance(value, str):
+                return value
+            if not isinstance(value, list):
+                raise ValueError
+            if kind == "ints":
+                return [None if v is None else _cast(v, "int", f"{where} entry") for v in value]
+            if kind == "strs":
+                return [str(v) for v in value]
+            if kind == "tags":
+                return ",".join(str(v) for v in value)
+            return value
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: cannot read {value!r} as {kind}") from None
+    raise AssertionError(kind)
+
+
+def read_yaml(path: str) -> dict:
+    """The YAML file as {attribute: value}, with spec 6.2 defaults for absent keys."""
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as err:
+        raise ValueError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path}: the top level must be a mapping of sections")
+    out = {attr: default for attr, _, default in TOP_LEVEL.values()}
+    for section in YAML_SCHEMA.values():
+        out.update({attr: default for attr, _, default in section.values()})
+    for key, value in raw.items():
+        if key in TOP_LEVEL:
+            attr, kind, _ = TOP_LEVEL[key]
+            out[attr] = _cast(value, kind, key)
+            continue
+        if key not in YAML_SCHEMA:
+            raise ValueError(f"config {path}: unknown key {key!r}; valid top-level keys: "
+                             f"{', '.join(list(YAML_SCHEMA) + list(TOP_LEVEL))}")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(f"config {path}: section {key!r} must be a mapping")
+        for sub, sub_value in value.items():
+            if sub not in YAML_SCHEMA[key]:
+                raise ValueError(f"config {path}: unknown key {key}.{sub}; valid keys in {key}: "
+                                 f"{', '.join(YAML_SCHEMA[key])}")
+            attr, kind, _ = YAML_SCHEMA[key][sub]
+            out[attr] = _cast(sub_value, kind, f"{key}.{sub}")
+    if not out["moduli"]:
+        raise ValueError(f"config {path}: curriculum.moduli is required (a list of moduli)")
+    if any(m is None for m in out["moduli"]):
+        raise ValueError(f"config {path}: curriculum.moduli has an empty entry")
+    return out
+
+
+_OPS = {ast.Mult: operator.mul, ast.Pow: operator.pow}
+
+
+def _int_expr(node):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        return _OPS[type(node.op)](_int_expr(node.left), _int_expr(node.right))
+    raise ValueError
+
+
+def parse_moduli(text: str) -> list[int]:
+    """'256,1024,2**12' -> [256, 1024, 4096]; products and powers of integers are allowed."""
+    moduli = []
+    for part in str(text).split(","):
+        try:
+            moduli.append(_int_expr(ast.parse(part.strip(), mode="eval").body))
+        except (SyntaxError, ValueError):
+            raise ValueError(f"--moduli: cannot read {part.strip()!r} as an integer (a*b and a**b allowed)") from None
+    return moduli
+
+
+def parse_custom_phases(text: str) -> list:
+    try:
+        phases = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--custom_phases is not valid JSON: {err}") from None
+    if not isinstance(phases, list):
+        raise ValueError("--custom_phases must be a JSON list of phase objects")
+    return phases
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """Destinations of the flags written on the command line (their values override the YAML)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            else:
+                kwargs["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kwargs)
+    return set(vars(probe.parse_known_args(argv)[0]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Modulus sampler
+
+class ModulusSampler:
+    """Which modulus and which training sequence each slot of a global micro-batch gets.
+
+    Micro-batch s at update u draws, for each of its batch_size x world_size slots, modulus i with
+    probability w_i (the normalised weight at the last refresh, u rounded down to a multiple of
+    `refresh_every`) and a uniform sequence of that modulus's training set, with replacement (as the
+    original's weighted sampler). The draw is seeded by (main_seed, s): the same on resume and at any
+    world size; rank r takes slots [r*B, (r+1)*B).
+    """
+
+    def __init__(self, sizes: list[int], weights_at, refresh_every: int, batch_size: int, main_seed: int,
+                 rank: int = 0, world_size: int = 1):
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.weights_at, self.refresh_every = weights_at, int(refresh_every)
+        self.batch_size, self.main_seed = int(batch_size), int(main_seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def weights(self, update: int) -> np.ndarray:
+        refresh = update - update % self.refresh_every
+        if self._cached is None or self._cached[0] != refresh:
+            self._cached = (refresh, np.asarray(self.weights_at(refresh), dtype=np.float64))
+        return self._cached[1]
+
+    def draw(self, micro_step: int, update: int) -> tuple[np.ndarray, np.ndarray]:
+        """(modulus index, sequence index) arrays of this rank's share of micro-batch `micro_step`."""
+        rng = np.random.default_rng([self.main_seed, int(micro_step), 0xC0FFEE])
+        n = self.batch_size * self.world_size
+        which = rng.choice(len(self.sizes), size=n, p=self.weights(update))
+        seq = rng.integers(0, self.sizes[which])
+        share = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return which[share], seq[share]
