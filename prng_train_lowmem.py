@@ -117,6 +117,10 @@ def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argpars
         require_wandb()
     cfg.world_size = world_size
     cfg.effective_batch = cfg.batch_size * cfg.grad_acc_steps * world_size
+    n_train = len(combos) * cfg.n_a * cfg.n_c * cfg.n_example
+    if n_train < cfg.batch_size * world_size:
+        raise ValueError(f"the training set has {n_train} sequences (types x n_a x n_c x n_example), fewer than "
+                         f"one batch of {cfg.batch_size} x {world_size} process(es)")
     return cfg
 
 

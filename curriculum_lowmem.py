@@ -1,0 +1,377 @@
+"""Train one GPT on several moduli at once, with modulus weights and LR that move by phase (a
+curriculum), optionally starting from pretrained weights. Configuration from a YAML file (spec 6.2),
+flags written on the command line override it; outputs as spec 9.2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from utils import distributed, prng
+from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, parse_moduli, read_yaml
+from utils.data import PRNGDataset, eval_shards, parse_combos
+from utils.evaluation import evaluate, number_correct, plot_accuracy_by_position
+from utils.gpt2 import GPTConfig, build_model, count_parameters
+from utils.params import load_exclusions, split_ac
+from utils.results import atomic_write, load_checkpoint, load_pretrained, save_npz, save_table, save_torch, unique_path
+from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, fail, find_resume, plain_config,
+                           resolve_dtype, seed_everything)
+from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
+from utils.tokens import check_vocab, context_len
+from utils.trainer import Task, fit, format_eta
+from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", type=str, default=None, help="YAML file (spec 6.2); flags given here override it")
+    p.add_argument("--type", type=str, default="LCG")
+    p.add_argument("--moduli", type=str, default="256,1024,4096", help="comma list; a*b and a**b allowed")
+    p.add_argument("--bits_to_keep", type=str, default=None, help="comma list, one k per modulus (default n)")
+    p.add_argument("--control_bits", type=str, default="0")
+    p.add_argument("--vocab_size", type=int, default=None)
+    p.add_argument("--seq_len", type=int, default=513)
+    p.add_argument("--n_a", type=int, default=32)
+    p.add_argument("--n_c", type=int, default=32)
+    p.add_argument("--n_test_a", type=int, default=16)
+    p.add_argument("--n_test_c", type=int, default=16)
+    p.add_argument("--n_example", type=int, default=1)
+    p.add_argument("--base", type=int, default=None)
+    p.add_argument("--digits", type=int, default=1)
+    p.add_argument("--n_layer", type=int, default=2)
+    p.add_argument("--n_head", type=int, default=2)
+    p.add_argument("--n_embd", type=int, default=128)
+    p.add_argument("--transition_type", type=str, default="linear", choices=["linear", "cosine", "step", "exp"],
+                   help="names the run when the first phase gives no transition")
+    p.add_argument("--sampler_update_interval", type=int, default=None, help="default: eval_interval")
+    p.add_argument("--custom_phases", type=str, default=None, help="JSON list of phase objects (no-YAML mode)")
+    p.add_argument("--main_seed", type=int, default=1)
+    p.add_argument("--data_seed", type=int, default=1)
+    p.add_argument("--lr_trgt", type=float, default=1e-4)
+    p.add_argument("--lr_min", type=float, default=1e-7)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--grad_acc_steps", type=int, default=1)
+    p.add_argument("--weight_decay", type=float, default=0.1)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.999)
+    p.add_argument("--eval_interval", type=int, default=100)
+    p.add_argument("--results_dir", type=str, default="results/multi_curriculum_lazy")
+    p.add_argument("--save_checkpoints", action="store_true")
+    p.add_argument("--checkpoint_interval", type=int, default=1000)
+    p.add_argument("--save_params", action="store_true")
+    p.add_argument("--save_correctness", action="store_true")
+    p.add_argument("--no_rope", action="store_true")
+    p.add_argument("--pretrained_path", type=str, default=None)
+    p.add_argument("--pretrain_m", type=int, default=None, help="modulus of the pretrained model (names only)")
+    p.add_argument("--exclude_ac_paths", type=str, nargs="*", default=None)
+    add_wandb_args(p)
+    add_runtime_args(p)
+    return p
+
+
+def load_config(argv) -> argparse.Namespace:
+    """YAML + explicit flags (D14), or the flags alone; then the derived values."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        cfg = argparse.Namespace(**vars(args))
+        vars(cfg).update(read_yaml(args.config))
+        given = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+        for name in given - {"config"}:
+            setattr(cfg, name, getattr(args, name))
+        if "moduli" in given:
+            cfg.moduli = parse_moduli(args.moduli)
+        if "bits_to_keep" in given:
+            cfg.bits_to_keep = parse_moduli(args.bits_to_keep)
+        if "custom_phases" in given:
+            cfg.phases = parse_custom_phases(args.custom_phases)
+    else:
+        cfg = args
+        cfg.moduli = parse_moduli(args.moduli)
+        cfg.bits_to_keep = parse_moduli(args.bits_to_keep) if args.bits_to_keep else None
+        if not args.custom_phases:
+            raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
+        cfg.phases = parse_custom_phases(args.custom_phases)
+        cfg.experiment_name, cfg.description, cfg.cache_size = "Unnamed", "No description", 1000
+    del cfg.custom_phases
+    return cfg
+
+
+def setup_config(cfg, world_size: int, log=print):
+    """Validate and derive (spec 6.1, 7.2); raise ValueError naming the problem."""
+    for name in ("seq_len", "digits", "n_a", "n_c", "n_test_a", "n_test_c", "n_example", "n_layer", "n_head",
+                 "n_embd", "batch_size", "grad_acc_steps", "eval_interval", "checkpoint_interval"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {cfg.seq_len}")
+    if not 0 < cfg.lr_min <= cfg.lr_trgt:
+        raise ValueError(f"need 0 < lr_min <= lr_trgt, got lr_min={cfg.lr_min}, lr_trgt={cfg.lr_trgt}")
+    if len(set(cfg.moduli)) != len(cfg.moduli):
+        raise ValueError(f"moduli repeat a value: {cfg.moduli}")
+    ks = list(cfg.bits_to_keep or [])
+    if len(ks) > len(cfg.moduli):
+        raise ValueError(f"bits_to_keep has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
+    cfg.bits_to_keep = ks + [None] * (len(cfg.moduli) - len(ks))
+    cfg.bits_to_keep = [prng.bit_length(m) if k is None else k for m, k in zip(cfg.moduli, cfg.bits_to_keep)]
+    if cfg.type.strip().upper() in ("LCG", "TLCG"):
+        cfg.control_bits = "0"
+    cfg.combos_by_m = {m: parse_combos(cfg.type, cfg.control_bits, m, k, log=log)
+                       for m, k in zip(cfg.moduli, cfg.bits_to_keep)}
+    cfg.phase_list = parse_phases(cfg.phases, len(cfg.moduli))
+    cfg.num_steps = total_steps(cfg.phase_list)
+    if cfg.sampler_update_interval is None:
+        cfg.sampler_update_interval = cfg.eval_interval
+    if cfg.sampler_update_interval < 1:
+        raise ValueError(f"sampler_update_interval must be >= 1, got {cfg.sampler_update_interval}")
+    max_values = {m: max(c.max_output(m) for c in combos) for m, combos in cfg.combos_by_m.items()}
+    if cfg.base is None:
+        cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** max(v.bit_length() for v in max_values.values())
+    if cfg.vocab_size is None:
+        cfg.vocab_size = cfg.base
+    for m, v in max_values.items():
+        check_vocab(v, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={m})")
+    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
+    if cfg.n_embd % cfg.n_head or (not cfg.no_rope and (cfg.n_embd // cfg.n_head) % 2):
+        raise ValueError(f"n_embd {cfg.n_embd} must split into n_head {cfg.n_head} heads of even size")
+    if cfg.keep_checkpoints is not None and cfg.keep_checkpoints < 1:
+        raise ValueError(f"--keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
+    if cfg.pretrained_path == "":
+        cfg.pretrained_path = None
+    if cfg.use_wandb:
+        require_wandb()
+    cfg.world_size = world_size
+    cfg.effective_batch = cfg.batch_size * cfg.grad_acc_steps * world_size
+    return cfg
+
+
+def base_name(cfg) -> str:
+    """Spec 9.2 curriculum base name."""
+    first = cfg.phases[0].get("transition") if cfg.phases else None
+    tokens = []
+    for i, (raw, ph) in enumerate(zip(cfg.phases, cfg.phase_list), 1):
+        if ph.end_weights:
+            weights = lambda ws: ",".join(str(float(w)) for w in ws)
+            tokens.append(f"p{i}s{ph.phase_steps}u{ph.warmup_steps}t{ph.transition_steps}"
+                          f"d{'cos' if ph.lr_decay == 'cosine' else 'const'}a{weights(ph.start_weights)}-{weights(ph.end_weights)}")
+    phases = "_c" + "_".join(tokens) if tokens else ""
+    cb = f"_cb{cfg.control_bits}" if cfg.type.upper() not in ("LCG", "TLCG") and str(cfg.control_bits) else ""
+    return (f"{cfg.type}_prem{cfg.pretrain_m}_moduli{'_'.join(map(str, cfg.moduli))}_trans{first or cfg.transition_type}"
+            f"{phases}_n{cfg.n_embd}_h{cfg.n_head}_d{cfg.n_layer}_na{cfg.n_a}_nc{cfg.n_c}_ne{cfg.n_example}"
+            f"_vs{cfg.vocab_size}_sl{cfg.seq_len}{cb}_T{cfg.num_steps}_B{cfg.effective_batch}_lr{cfg.lr_trgt}"
+            f"_wd{cfg.weight_decay}_dI{cfg.data_seed}_I{cfg.main_seed}")
+
+
+class CurriculumTask(Task):
+    checkpoint_prefix = "multi_curriculum_checkpoint_"
+
+    def __init__(self, cfg, info, train_sets, test_sets, paths, wandb_run, model):
+        self.cfg, self.info, self.model, self.paths, self.wandb = cfg, info, model, paths, wandb_run
+        self.moduli = cfg.moduli
+        self.train_sets, self.test_sets = train_sets, test_sets
+        self.sampler = ModulusSampler([len(train_sets[m]) for m in self.moduli], self.weights,
+                                      cfg.sampler_update_interval, cfg.batch_size, cfg.main_seed,
+                                      info.rank, info.world_size)
+        self.rows: list[dict] = []
+        self.extra_rows: list[dict] = []
+        self.final_train_correct = None
+
+    def weights(self, step: int) -> np.ndarray:
+        return modulus_weights(step, self.cfg.phase_list)
+
+    def lr(self, update):
+        return phase_lr(update, self.cfg.phase_list, lr_trgt=self.cfg.lr_trgt, lr_min=self.cfg.lr_min,
+                        num_steps=self.cfg.num_steps)
+
+    def micro_batch(self, micro_step, update):
+        which, seq = self.sampler.draw(micro_step, update)
+        device = self.info.device
+        x = torch.empty((len(which), self.cfg.context_len), dtype=torch.long, device=device)
+        y = torch.empty_like(x)
+        for i, m in enumerate(self.moduli):
+            rows = np.flatnonzero(which == i)
+            if len(rows):
+                xm, ym = self.train_sets[m].batch(seq[rows], device)
+                rows_t = torch.as_tensor(rows, device=device)
+                x[rows_t], y[rows_t] = xm, ym
+        return x, y
+
+    def _eval(self, model, m, positions=False):
+        ds = self.test_sets[m]
+        shards = list(eval_shards(len(ds), self.cfg.batch_size, self.info.rank, self.info.world_size))
+        return evaluate(model, ds, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
+                        positions=positions)
+
+    def evaluate(self, model):
+        return {m: self._eval(model, m) for m in self.moduli}
+
+    def record(self, step, train, test, lr):
+        train, nan = train or {}, float("nan")
+        row = {"step": step, "lr": lr, "train_loss": train.get("loss", nan), "train_acc": train.get("acc", nan),
+               "train_last_acc": train.get("last_acc", nan), "grad_norm": train.get("grad_norm", nan)}
+        row.update({f"alpha_m{m}": float(w) for m, w in zip(self.moduli, self.weights(step))})
+        for m in self.moduli:
+            row.update({f"test_loss_m{m}": test[m]["loss"], f"test_acc_m{m}": test[m]["acc"],
+                        f"test_last_acc_m{m}": test[m]["last_acc"]})
+        self.rows.append(row)
+        if self.info.master:
+            save_table(self.rows, list(row), self.paths["csv"])
+            metrics = {"training/step": step, "training/learning_rate": lr}
+            if train:
+                metrics.update({"learning_curves/train_loss": train["loss"], "learning_curves/train_acc": train["acc"],
+                                "learning_curves/train_last_acc": train["last_acc"],
+                                "training/grad_norm": train["grad_norm"]})
+            metrics.update({f"curriculum/alpha_m{m}": row[f"alpha_m{m}"] for m in self.moduli})
+            metrics.update({f"test_m{m}/{k}": test[m][k] for m in self.moduli for k in ("loss", "acc", "last_acc")})
+            self.wandb.log(metrics, step=step)
+
+    def progress(self, step, train, test, lr, tok_per_s, eta_s):
+        line = f"step {step:>6d}/{self.cfg.num_steps}"
+        if train:
+            line += f" | train loss {train['loss']:.4f} acc {train['acc']:.4f} last {train['last_acc']:.4f}"
+        w = self.weights(step)
+        for i, m in enumerate(self.moduli):
+            line += f" | m={m} (w {w[i]:.2f}) loss {test[m]['loss']:.3f} acc {test[m]['acc']:.3f} last {test[m]['last_acc']:.3f}"
+        line += f" | lr {lr:.2e}"
+        if train:
+            line += f" | {tok_per_s / 1e3:.1f}k tok/s | left {format_eta(eta_s)}"
+        return line
+
+    def on_final_micro_batch(self, hit):
+        self.final_train_correct = number_correct(hit, self.cfg.digits).double().mean(0)
+
+
+def build_data(cfg):
+    """Per modulus i: (a, c) from default_rng(data_seed + 1000 i) (spec 2.3), train and test sets."""
+    exclusions = load_exclusions(cfg.exclude_ac_paths)
+    splits, train_sets, test_sets = {}, {}, {}
+    for i, m in enumerate(cfg.moduli):
+        ex_a, ex_c = exclusions.for_modulus(m)
+        split = split_ac(m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed + 1000 * i),
+                         ex_a, ex_c)
+        make = lambda a, c, n_ex: PRNGDataset(m, cfg.combos_by_m[m], a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
+                                              cfg.data_seed)
+        splits[m] = split
+        train_sets[m], test_sets[m] = make(split.train_a, split.train_c, cfg.n_example), make(split.test_a, split.test_c, 1)
+    return splits, train_sets, test_sets
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = load_config(argv)
+        world = distributed.launch_env()[2]
+        setup_config(cfg, world)
+        splits, train_sets, test_sets = build_data(cfg)
+        base = base_name(cfg)
+        resume_path = find_resume(cfg, CurriculumTask.checkpoint_prefix, base)
+        ckpt = load_checkpoint(resume_path) if resume_path else None
+        if ckpt is not None:
+            check_same_run(ckpt["config"], cfg, resume_path)
+    except ValueError as err:
+        fail(str(err))
+
+    info = distributed.setup(cfg.device)
+    log = print if info.master else (lambda *a, **k: None)
+    log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
+    cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
+    seed_everything(cfg.main_seed)
+    for m, k in zip(cfg.moduli, cfg.bits_to_keep):
+        log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
+            f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
+    model = build_model(GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                  n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits), cfg.no_rope)
+    log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters; device {info.device}, "
+        f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
+    if ckpt is None and cfg.pretrained_path:
+        try:
+            load_pretrained(model, cfg.pretrained_path, log)
+        except ValueError as err:
+            fail(str(err))
+
+    os.makedirs(cfg.results_dir, exist_ok=True)
+    paths = {"base": base, "csv": unique_path(os.path.join(cfg.results_dir, f"{base}.csv"))}
+    wandb_run = WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled}, base, info.master)
+    task = CurriculumTask(cfg, info, train_sets, test_sets, paths, wandb_run, model)
+    t_train = time.perf_counter()
+    code, eval_model, state = fit(task, model, cfg, info, ckpt, eval_at_start=True, log=log)
+    if code:
+        wandb_run.finish()
+        distributed.cleanup(info)
+        return code
+
+    curves = {m: task._eval(eval_model, m, positions=True)["num_acc"] for m in cfg.moduli}  # all ranks reduce
+    if info.master:
+        written = [task.paths["csv"]] + save_final_outputs(cfg, task, splits, curves)
+        wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
+                           "training/final_step": state.update})
+        wandb_run.finish()
+        print("\nfinal evaluation (unseen a and c):")
+        last = task.rows[-1]
+        for m in cfg.moduli:
+            print(f"  m={m:<10d} loss {last[f'test_loss_m{m}']:.4f}  token acc {last[f'test_acc_m{m}']:.4f}  "
+                  f"last-number acc {last[f'test_last_acc_m{m}']:.4f}")
+        print("files written:\n" + "\n".join(f"  {p}" for p in written))
+    distributed.cleanup(info)
+    return 0
+
+
+def save_final_outputs(cfg, task, splits, curves) -> list[str]:
+    d, base, written = cfg.results_dir, task.paths["base"], []
+    if cfg.save_correctness:
+        arrays = {f"test_m{m}": curves[m] for m in cfg.moduli}
+        if task.final_train_correct is not None:
+            arrays["train_correct"] = task.final_train_correct.cpu().numpy()
+        path = unique_path(os.path.join(d, f"correctness_{base}.npz"))
+        save_npz(path, **arrays)
+        written.append(path)
+    plot = os.path.join(d, f"accuracy_by_position_{base}.png")
+    plot_accuracy_by_position(plot, {f"m={m}": curves[m] for m in cfg.moduli}, xlabel="number position in the sequence",
+                              title=f"{cfg.type}: test accuracy by position after {cfg.num_steps} updates")
+    task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
+    schedule = os.path.join(d, f"schedule_{base}.png")
+    plot_schedule(schedule, cfg, task)
+    written += [plot, schedule]
+    if cfg.save_params:
+        path = unique_path(os.path.join(d, f"multi_curriculum_model_lazy_{base}.pt"))
+        save_torch({"model_state_dict": clean_state_dict(task.model), "config": plain_config(cfg),
+                    "final_step": cfg.num_steps, "lowmem": True}, path)
+        moduli = "_".join(map(str, cfg.moduli))
+        acv = os.path.join(d, f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}"
+                              f"_ntc{cfg.n_test_c}_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}"
+                              f"_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
+        keys = ("type", "moduli", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
+        save_torch({"training_ac_values": {m: {"train_a": s.train_a.tolist(), "train_c": s.train_c.tolist()}
+                                           for m, s in splits.items()},
+                    "config": {k: getattr(cfg, k) for k in keys}}, acv)
+        written += [path, acv]
+    return written
+
+
+def plot_schedule(path: str, cfg, task) -> None:
+    """Modulus weights and LR against the update, from the schedule functions themselves."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = np.unique(np.linspace(0, cfg.num_steps - 1, min(cfg.num_steps, 2000)).astype(int))
+    weights = np.array([task.weights(s) for s in steps])
+    fig, (ax_w, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for i, m in enumerate(cfg.moduli):
+        ax_w.plot(steps, weights[:, i], label=f"m={m}")
+    ax_w.set(ylabel="P(modulus)", ylim=(-0.02, 1.02), title="curriculum: modulus weights and learning rate")
+    ax_w.legend(fontsize=8)
+    ax_lr.plot(steps, [task.lr(s) for s in steps], color="k")
+    ax_lr.set(xlabel="update", ylabel="learning rate", yscale="log" if cfg.lr_min > 0 else "linear")
+    for ax in (ax_w, ax_lr):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
