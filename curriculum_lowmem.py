@@ -23,14 +23,15 @@ from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, f
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
 from utils.trainer import Task, fit, format_eta
-from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
+from utils.wandb_utils import SECRET_KEYS, WandbRun, add_wandb_args, require_wandb
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", type=str, default=None, help="YAML file (spec 6.2); flags given here override it")
     p.add_argument("--type", type=str, default="LCG")
-    p.add_argument("--moduli", type=str, default="256,1024,4096", help="comma list; a*b and a**b allowed")
+    p.add_argument("--moduli", type=str, default="256,1024,4096",
+                   help="comma list, a*b and a**b allowed; sorted ascending (weights and bits_to_keep follow that order)")
     p.add_argument("--bits_to_keep", type=str, default=None, help="comma list, one k per modulus (default n)")
     p.add_argument("--control_bits", type=str, default="0")
     p.add_argument("--vocab_size", type=int, default=None)
@@ -84,15 +85,15 @@ def load_config(argv) -> argparse.Namespace:
         for name in given - {"config"}:
             setattr(cfg, name, getattr(args, name))
         if "moduli" in given:
-            cfg.moduli = parse_moduli(args.moduli)
+            cfg.moduli = sorted(parse_moduli(args.moduli))
         if "bits_to_keep" in given:
-            cfg.bits_to_keep = parse_moduli(args.bits_to_keep)
+            cfg.bits_to_keep = parse_moduli(args.bits_to_keep, "--bits_to_keep")
         if "custom_phases" in given:
             cfg.phases = parse_custom_phases(args.custom_phases)
     else:
         cfg = args
-        cfg.moduli = parse_moduli(args.moduli)
-        cfg.bits_to_keep = parse_moduli(args.bits_to_keep) if args.bits_to_keep else None
+        cfg.moduli = sorted(parse_moduli(args.moduli))  # spec 6.1: the flag's list is sorted
+        cfg.bits_to_keep = parse_moduli(args.bits_to_keep, "--bits_to_keep") if args.bits_to_keep else None
         if not args.custom_phases:
             raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
         cfg.phases = parse_custom_phases(args.custom_phases)
@@ -111,17 +112,28 @@ def setup_config(cfg, world_size: int, log=print):
         raise ValueError(f"seq_len must be >= 2, got {cfg.seq_len}")
     if not 0 < cfg.lr_min <= cfg.lr_trgt:
         raise ValueError(f"need 0 < lr_min <= lr_trgt, got lr_min={cfg.lr_min}, lr_trgt={cfg.lr_trgt}")
+    for name in ("beta1", "beta2"):  # AdamW's own rules, checked here so they fail before any work
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if len(set(cfg.moduli)) != len(cfg.moduli):
         raise ValueError(f"moduli repeat a value: {cfg.moduli}")
     ks = list(cfg.bits_to_keep or [])
     if len(ks) > len(cfg.moduli):
         raise ValueError(f"bits_to_keep has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
-    cfg.bits_to_keep = ks + [None] * (len(cfg.moduli) - len(ks))
-    cfg.bits_to_keep = [prng.bit_length(m) if k is None else k for m, k in zip(cfg.moduli, cfg.bits_to_keep)]
+    if len(ks) < len(cfg.moduli) and cfg.type.strip().upper() not in ("LCG", "XSLRR"):
+        log(f"warning: bits_to_keep has {len(ks)} entries for {len(cfg.moduli)} moduli; the others keep n bits")
+    ks += [None] * (len(cfg.moduli) - len(ks))
+    cfg.bits_to_keep = [prng.bit_length(m) if k is None else k for m, k in zip(cfg.moduli, ks)]
     if cfg.type.strip().upper() in ("LCG", "TLCG"):
         cfg.control_bits = "0"
     cfg.combos_by_m = {m: parse_combos(cfg.type, cfg.control_bits, m, k, log=log)
                        for m, k in zip(cfg.moduli, cfg.bits_to_keep)}
+    for m, k in zip(cfg.moduli, ks):
+        if k is not None and k != prng.bit_length(m) // 2 and any(c.kind == "XSLRR" for c in cfg.combos_by_m[m]):
+            log(f"warning: XSLRR always outputs n//2 = {prng.bit_length(m) // 2} bits at m={m}; bits_to_keep={k} "
+                f"is not used for it")
     cfg.phase_list = parse_phases(cfg.phases, len(cfg.moduli))
     cfg.num_steps = total_steps(cfg.phase_list)
     if cfg.sampler_update_interval is None:
@@ -133,7 +145,7 @@ def setup_config(cfg, world_size: int, log=print):
         cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** max(v.bit_length() for v in max_values.values())
     if cfg.vocab_size is None:
         cfg.vocab_size = cfg.base
-    for m, v in max_values.items():
+    for m, v in max_values.items():  # the shared vocabulary must hold every modulus's largest token
         check_vocab(v, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={m})")
     cfg.context_len = context_len(cfg.seq_len, cfg.digits)
     if cfg.n_embd % cfg.n_head or (not cfg.no_rope and (cfg.n_embd // cfg.n_head) % 2):
@@ -152,15 +164,16 @@ def setup_config(cfg, world_size: int, log=print):
 def base_name(cfg) -> str:
     """Spec 9.2 curriculum base name."""
     first = cfg.phases[0].get("transition") if cfg.phases else None
-    tokens = []
-    for i, (raw, ph) in enumerate(zip(cfg.phases, cfg.phase_list), 1):
-        if ph.end_weights:
-            weights = lambda ws: ",".join(str(float(w)) for w in ws)
-            tokens.append(f"p{i}s{ph.phase_steps}u{ph.warmup_steps}t{ph.transition_steps}"
-                          f"d{'cos' if ph.lr_decay == 'cosine' else 'const'}a{weights(ph.start_weights)}-{weights(ph.end_weights)}")
+    weights = lambda ws: ",".join(str(float(w)) for w in ws)
+    tokens = [f"p{i}s{ph.phase_steps}u{ph.warmup_steps}t{ph.transition_steps}"
+              f"d{'cos' if ph.lr_decay == 'cosine' else 'const'}a{weights(ph.start_weights)}-{weights(ph.end_weights)}"
+              for i, (raw, ph) in enumerate(zip(cfg.phases, cfg.phase_list), 1)
+              if "start_weights" in raw and "end_weights" in raw]
     phases = "_c" + "_".join(tokens) if tokens else ""
     cb = f"_cb{cfg.control_bits}" if cfg.type.upper() not in ("LCG", "TLCG") and str(cfg.control_bits) else ""
-    return (f"{cfg.type}_prem{cfg.pretrain_m}_moduli{'_'.join(map(str, cfg.moduli))}_trans{first or cfg.transition_type}"
+    # The original's YAML mode always writes prem<m>_ (premNone_ without one); its flag mode has no pretrain_m.
+    prem = f"prem{cfg.pretrain_m}_" if cfg.config or cfg.pretrain_m is not None else ""
+    return (f"{cfg.type}_{prem}moduli{'_'.join(map(str, cfg.moduli))}_trans{first or cfg.transition_type}"
             f"{phases}_n{cfg.n_embd}_h{cfg.n_head}_d{cfg.n_layer}_na{cfg.n_a}_nc{cfg.n_c}_ne{cfg.n_example}"
             f"_vs{cfg.vocab_size}_sl{cfg.seq_len}{cb}_T{cfg.num_steps}_B{cfg.effective_batch}_lr{cfg.lr_trgt}"
             f"_wd{cfg.weight_decay}_dI{cfg.data_seed}_I{cfg.main_seed}")
@@ -242,7 +255,8 @@ class CurriculumTask(Task):
         return line
 
     def on_final_micro_batch(self, hit):
-        self.final_train_correct = number_correct(hit, self.cfg.digits).double().mean(0)
+        correct = number_correct(hit, self.cfg.digits).double()
+        self.final_train_correct = torch.cat([correct.sum(0), correct.new_tensor([len(correct)])])  # sums, rows
 
 
 def build_data(cfg):
@@ -265,16 +279,20 @@ def main(argv=None) -> int:
         cfg = load_config(argv)
         world = distributed.launch_env()[2]
         setup_config(cfg, world)
-        splits, train_sets, test_sets = build_data(cfg)
         base = base_name(cfg)
         resume_path = find_resume(cfg, CurriculumTask.checkpoint_prefix, base)
         ckpt = load_checkpoint(resume_path) if resume_path else None
         if ckpt is not None:
-            check_same_run(ckpt["config"], cfg, resume_path)
+            # The YAML's path is no setting (the SLURM sweep writes a new file per job); its values are compared.
+            check_same_run({**ckpt["config"], "config": cfg.config}, cfg, resume_path)
+        splits, train_sets, test_sets = build_data(cfg)
     except ValueError as err:
         fail(str(err))
 
-    info = distributed.setup(cfg.device)
+    try:
+        info = distributed.setup(cfg.device)
+    except ValueError as err:  # e.g. --device cuda without a GPU
+        fail(str(err))
     log = print if info.master else (lambda *a, **k: None)
     log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
@@ -304,8 +322,12 @@ def main(argv=None) -> int:
         return code
 
     curves = {m: task._eval(eval_model, m, positions=True)["num_acc"] for m in cfg.moduli}  # all ranks reduce
+    train_correct = None  # None when a resume started at the last update
+    if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged (spec 8.2)
+        totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)
+        train_correct = (totals[:-1] / totals[-1]).cpu().numpy()
     if info.master:
-        written = [task.paths["csv"]] + save_final_outputs(cfg, task, splits, curves)
+        written = [task.paths["csv"]] + save_final_outputs(cfg, task, splits, curves, train_correct)
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
         wandb_run.finish()
@@ -319,12 +341,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def save_final_outputs(cfg, task, splits, curves) -> list[str]:
+def save_final_outputs(cfg, task, splits, curves, train_correct) -> list[str]:
     d, base, written = cfg.results_dir, task.paths["base"], []
     if cfg.save_correctness:
         arrays = {f"test_m{m}": curves[m] for m in cfg.moduli}
-        if task.final_train_correct is not None:
-            arrays["train_correct"] = task.final_train_correct.cpu().numpy()
+        if train_correct is not None:
+            arrays["train_correct"] = train_correct
         path = unique_path(os.path.join(d, f"correctness_{base}.npz"))
         save_npz(path, **arrays)
         written.append(path)
@@ -337,7 +359,10 @@ def save_final_outputs(cfg, task, splits, curves) -> list[str]:
     written += [plot, schedule]
     if cfg.save_params:
         path = unique_path(os.path.join(d, f"multi_curriculum_model_lazy_{base}.pt"))
-        save_torch({"model_state_dict": clean_state_dict(task.model), "config": plain_config(cfg),
+        config = {k: v for k, v in plain_config(cfg).items() if k not in SECRET_KEYS}
+        config["curriculum_config"] = {"moduli": cfg.moduli, "phases": cfg.phases,  # as the original's
+                                       "transition_type": cfg.transition_type}
+        save_torch({"model_state_dict": clean_state_dict(task.model), "config": config,
                     "final_step": cfg.num_steps, "lowmem": True}, path)
         moduli = "_".join(map(str, cfg.moduli))
         acv = os.path.join(d, f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}"

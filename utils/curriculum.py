@@ -148,14 +148,14 @@ def _int_expr(node):
     raise ValueError
 
 
-def parse_moduli(text: str) -> list[int]:
+def parse_moduli(text: str, flag: str = "--moduli") -> list[int]:
     """'256,1024,2**12' -> [256, 1024, 4096]; products and powers of integers are allowed."""
     moduli = []
     for part in str(text).split(","):
         try:
             moduli.append(_int_expr(ast.parse(part.strip(), mode="eval").body))
         except (SyntaxError, ValueError):
-            raise ValueError(f"--moduli: cannot read {part.strip()!r} as an integer (a*b and a**b allowed)") from None
+            raise ValueError(f"{flag}: cannot read {part.strip()!r} as an integer (a*b and a**b allowed)") from None
     return moduli
 
 
