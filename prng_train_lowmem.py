@@ -225,7 +225,10 @@ def main(argv=None) -> int:
     except ValueError as err:
         fail(str(err))
 
-    info = distributed.setup(cfg.device)
+    try:
+        info = distributed.setup(cfg.device)
+    except ValueError as err:
+        fail(str(err))
     log = print if info.master else (lambda *a, **k: None)
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
     seed_everything(cfg.main_seed)

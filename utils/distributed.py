@@ -1,5 +1,5 @@
 """Process-group set-up for torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or srun (SLURM_PROCID,
-SLURM_LOCALID, SLURM_NTASKS), and the reductions the metrics need (D12)."""
+SLURM_LOCALID, SLURM_NTASKS), one process per device, and the reductions the metrics need (D12)."""
 from __future__ import annotations
 
 import os
@@ -25,37 +25,67 @@ class DistInfo:
         return self.rank == 0
 
 
-def launch_env() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) from torchrun's variables, else srun's, else a single process."""
-    env = os.environ
+def launch_env(env=None) -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's variables, else srun's, else a single process.
+
+    torchrun's win when both are there (torchrun started by srun, one task per node). Inside a SLURM
+    batch script SLURM_NTASKS counts the job's tasks, not this launch's, so in a real job only an srun
+    step (which sets SLURM_STEP_NUM_TASKS) is distributed: a plain `python script.py` there is one
+    process instead of rank 0 of a group that never forms.
+    """
+    env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
         return int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"])
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"])
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or (None if "SLURM_JOB_ID" in env else env.get("SLURM_NTASKS"))
+    if "SLURM_PROCID" in env and tasks and int(tasks) > 1:
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(tasks)
     return 0, 0, 1
 
 
+def rendezvous(env=None) -> tuple[str, str]:
+    """(MASTER_ADDR, MASTER_PORT) for env:// initialisation. torchrun always sets both; under srun they
+    default to this host (one node only: other nodes cannot guess rank 0's address) and a port derived
+    from the job id, so two jobs sharing a node do not collide."""
+    env = os.environ if env is None else env
+    addr = env.get("MASTER_ADDR")
+    if addr is None:
+        nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+        if nodes > 1:
+            raise ValueError(f"srun over {nodes} nodes needs MASTER_ADDR (rank 0's host), e.g. "
+                             "export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)")
+        addr = "127.0.0.1"
+    port = env.get("MASTER_PORT") or str(20000 + int(env["SLURM_JOB_ID"]) % 10000 if "SLURM_JOB_ID" in env else 29500)
+    return addr, port
+
+
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device auto|cpu|cuda -> a torch.device (one GPU per process)."""
+    """--device auto|cpu|cuda -> this process's torch.device (one GPU per process)."""
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        visible = torch.cuda.device_count()
+        if local_rank < visible:
+            index = local_rank
+        elif visible == 1:
+            index = 0  # srun --gpus-per-task=1: each task sees only its own GPU
+        else:
+            raise ValueError(f"local rank {local_rank} needs a GPU of its own, but this node shows {visible}")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if choice != "cpu":
         raise ValueError(f"--device must be auto, cpu or cuda, got {choice!r}")
     return torch.device("cpu")
 
 
 def setup(device_choice: str) -> DistInfo:
-    """Initialise the process group when launched with several processes (NCCL on CUDA, gloo on CPU)."""
+    """This process's rank and device; with several processes, join the group (NCCL on CUDA, gloo on
+    CPU). Raises ValueError on a launch it cannot serve."""
     rank, local_rank, world_size = launch_env()
     device = resolve_device(device_choice, local_rank)
     if world_size > 1 and not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", "29500")
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = rendezvous()
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     return DistInfo(rank, local_rank, world_size, device)
 
@@ -67,9 +97,21 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+def all_gather(tensor: torch.Tensor, info: DistInfo) -> list[list[float]]:
+    """Every rank's copy of a small 1-d tensor, in rank order, as Python floats."""
+    if not info.enabled:
+        return [tensor.tolist()]
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor)
+    return [part.tolist() for part in parts]
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if `flag` is true on any rank (so all ranks take the same branch)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=info.device)
+    return bool(all_reduce_sum(t, info).item() > 0)
 
 
 def cleanup(info: DistInfo) -> None:

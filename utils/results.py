@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import tempfile
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -82,10 +83,10 @@ def checkpoint_path(results_dir: str, prefix: str, base: str, step: int) -> str:
 
 def list_checkpoints(results_dir: str, prefix: str, base: str) -> list[tuple[int, str]]:
     """(step, path) of this run's checkpoints, newest first."""
-    pattern = re.compile(re.escape(prefix + base) + r"_step(\d+)\.pt$")
+    pattern = re.compile(re.escape(prefix + base) + r"_step(\d+)\.pt")
     found = []
     for path in glob.glob(os.path.join(glob.escape(results_dir), f"{glob.escape(prefix + base)}_step*.pt")):
-        match = pattern.search(os.path.basename(path))
+        match = pattern.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found, reverse=True)
@@ -93,6 +94,8 @@ def list_checkpoints(results_dir: str, prefix: str, base: str) -> list[tuple[int
 
 def load_checkpoint(path: str) -> dict:
     """Load a checkpoint written by this project (weights_only: nothing in it executes code)."""
+    if not zipfile.is_zipfile(path):  # torch's own message for this case talks about weights_only
+        raise ValueError(f"checkpoint {path} is unreadable or incomplete: not a whole torch archive (truncated?)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; name the file once
@@ -135,6 +138,8 @@ def read_state_dict(path: str) -> dict:
     scalar = np._core.multiarray.scalar
     allowed = [argparse.Namespace, scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType,
                np.dtypes.Float64DType]
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"pretrained file {path} could not be loaded safely: not a whole torch archive (truncated?)")
     try:
         with torch.serialization.safe_globals(allowed):
             obj = torch.load(path, map_location="cpu", weights_only=True)

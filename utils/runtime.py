@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import torch
 
-from .distributed import DistInfo
+from .distributed import DistInfo, launch_env
 from .gpt2 import strip_compile_prefix
 from .results import newest_checkpoint
 
@@ -35,6 +35,8 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                    help="keep only the newest N periodic checkpoints (default: keep all)")
     g.add_argument("--ignore_disk_check", action="store_true",
                    help="start even if the checkpoints the run will write exceed the free disk space")
+    # A malformed flag is bad input like any other: one line and exit 2, not argparse's usage block.
+    parser.error = lambda message: fail(f"{message} (see --help)")
 
 
 def fail(message: str) -> None:
@@ -69,8 +71,9 @@ def prepare_model(model: torch.nn.Module, info: DistInfo, compile_choice: str, l
     train_model = eval_model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(eval_model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
-                          broadcast_buffers=False, gradient_as_bucket_view=True)
+        # The only buffers are the RoPE tables, the same on every rank: nothing to sync in forward.
+        train_model = DDP(eval_model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                          forward_sync_buffers=False, gradient_as_bucket_view=True)
     return eval_model, train_model
 
 
@@ -84,16 +87,28 @@ def estimate_checkpoint_bytes(model: torch.nn.Module) -> int:
     return 3 * sum(p.numel() * 4 for p in model.parameters())
 
 
-def check_disk(results_dir: str, n_checkpoints: int, bytes_each: int, override: bool, log=print) -> None:
+def human_bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def check_disk(results_dir: str, n_checkpoints: int, bytes_each: int, keep: int | None, override: bool,
+               log=print) -> str | None:
+    """Print what the checkpoints will take; return why the run must not start (None if it may)."""
+    if n_checkpoints == 0:
+        log(f"checkpoints: off ({human_bytes(bytes_each)} written only if the run is stopped by a signal)")
+        return None
     os.makedirs(results_dir, exist_ok=True)
     total = n_checkpoints * bytes_each
+    # With --keep_checkpoints N, a new checkpoint exists beside N older ones until the oldest is removed.
+    needed = min(n_checkpoints, keep + 1) * bytes_each if keep else total
     free = shutil.disk_usage(results_dir).free
-    log(f"checkpoints: {bytes_each / 1e6:.1f} MB each, {n_checkpoints} to write, {total / 1e9:.2f} GB in all "
-        f"({free / 1e9:.1f} GB free in {results_dir})")
-    if total > free and not override:
-        fail(f"the run would write {total / 1e9:.2f} GB of checkpoints but {results_dir} has "
-             f"{free / 1e9:.2f} GB free; use --keep_checkpoints N, a larger --checkpoint_interval, "
-             f"or --ignore_disk_check")
+    kept = f", at most {human_bytes(needed)} at once (--keep_checkpoints {keep})" if keep else ""
+    log(f"checkpoints: {human_bytes(bytes_each)} each, {n_checkpoints} to write, {human_bytes(total)} in all{kept} "
+        f"({human_bytes(free)} free in {results_dir})")
+    if needed > free and not override:
+        return (f"the run's checkpoints need {human_bytes(needed)} but {results_dir} has {human_bytes(free)} free; "
+                f"use --keep_checkpoints N, a larger --checkpoint_interval, or --ignore_disk_check")
+    return None
 
 
 def _plain(value) -> bool:
@@ -120,8 +135,9 @@ def find_resume(cfg, prefix: str, base: str) -> str | None:
     if cfg.resume is None:
         return None
     if cfg.resume == "auto":
-        path = newest_checkpoint(cfg.results_dir, prefix, base)
-        print(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
+        log = print if launch_env()[0] == 0 else (lambda *a, **k: None)  # every rank looks, one reports
+        path = newest_checkpoint(cfg.results_dir, prefix, base, log)
+        log(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
         return path
     if not os.path.isfile(cfg.resume):
         raise ValueError(f"--resume: no such file {cfg.resume}")
@@ -129,9 +145,17 @@ def find_resume(cfg, prefix: str, base: str) -> str | None:
 
 
 def check_same_run(ckpt_cfg: dict, cfg, path: str) -> None:
-    """Refuse to resume a checkpoint written with other settings (resume-free flags aside)."""
+    """Refuse to resume a checkpoint written with other settings (resume-free flags aside).
+
+    batch_size and world_size may change together: the batches are slices of a global batch of
+    batch_size x world_size sequences, so the same product continues the same run at another scale."""
     now = plain_config(cfg)
-    diff = [k for k in sorted(set(now) | set(ckpt_cfg)) if k not in RESUME_FREE and now.get(k) != ckpt_cfg.get(k)]
+    free = set(RESUME_FREE)
+    scale = ("batch_size", "world_size")
+    if all(k in now and k in ckpt_cfg for k in scale) and \
+            now["batch_size"] * now["world_size"] == ckpt_cfg["batch_size"] * ckpt_cfg["world_size"]:
+        free |= set(scale)
+    diff = [k for k in sorted(set(now) | set(ckpt_cfg)) if k not in free and now.get(k) != ckpt_cfg.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {ckpt_cfg.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
         raise ValueError(f"--resume {path} belongs to a different run ({shown})")

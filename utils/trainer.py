@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from .distributed import DistInfo, all_reduce_sum, barrier
+from .distributed import DistInfo, all_gather, all_reduce_sum, any_rank
 from .evaluation import autocast, batch_counts
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
@@ -22,6 +24,10 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoi
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class CheckpointWriteError(RuntimeError):
+    """Rank 0 could not write a checkpoint (e.g. the disk is full); raised on every rank."""
 
 
 class Preempted(Exception):
@@ -44,23 +50,39 @@ class LoopConfig:
     digits: int
 
 
+# What each rank sums between evaluations. Token-weighted loss, and grad norms counted once (on rank 0),
+# so the totals mean the same at any world size and a run can resume at another scale.
+ACCUM = ("loss x tokens", "correct tokens", "correct last numbers", "tokens", "sequences", "grad norm", "updates")
+
+
 @dataclass
 class TrainState:
     """Everything about the loop's progress that a checkpoint must carry for an exact resume."""
     update: int = 0
     micro_step: int = 0
     started: bool = False  # the step-0 evaluation has been done
-    # sums since the last evaluation: loss (unscaled), correct tokens, correct last numbers,
-    # micro-batches, tokens, sequences, grad norm, updates
-    accum: list[float] = field(default_factory=lambda: [0.0] * 8)
+    # every rank's sums since the last evaluation (see ACCUM), as of the last checkpoint; [] = zeros
+    accum: list[list[float]] = field(default_factory=list)
 
     def state_dict(self) -> dict:
         return {"update": self.update, "micro_step": self.micro_step, "started": self.started,
-                "accum": list(self.accum)}
+                "accum": [list(row) for row in self.accum]}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "TrainState":
-        return cls(int(d["update"]), int(d["micro_step"]), bool(d["started"]), [float(v) for v in d["accum"]])
+        accum = [[float(v) for v in row] for row in d["accum"]]
+        if any(len(row) != len(ACCUM) for row in accum):
+            raise ValueError(f"its loop state does not hold {len(ACCUM)} sums per rank")
+        return cls(int(d["update"]), int(d["micro_step"]), bool(d["started"]), accum)
+
+    def sums_for(self, info: DistInfo) -> list[float]:
+        """This rank's sums to continue from: its own at the same world size (so the totals are added in
+        the same order as without the interruption); at another world size rank 0 takes the totals."""
+        if len(self.accum) == info.world_size:
+            return list(self.accum[info.rank])
+        if self.accum and info.master:
+            return [sum(column) for column in zip(*self.accum)]
+        return [0.0] * len(ACCUM)
 
 
 class Task:
@@ -105,21 +127,27 @@ class Task:
         from .runtime import clean_state_dict, plain_config
         cfg = self.cfg
         path = checkpoint_path(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], state.update)
-        if self.info.master:
-            save_torch({"model_state_dict": clean_state_dict(self.model),
-                        "optimizer_state_dict": optimizer.state_dict(),
-                        "scheduler_state_dict": {"update": state.update},
-                        "step": state.update,
-                        "eval_results": [list(row.values()) for row in self.rows],
-                        "eval_columns": list(self.rows[0]) if self.rows else [],
-                        "extra_results": self.extra_rows,
-                        "train_state": state.state_dict(),
-                        "task_state": self.checkpoint_state(),
-                        "torch_rng_state": torch.get_rng_state(),
-                        "paths": self.paths,
-                        "config": plain_config(cfg)}, path)
-            prune_checkpoints(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], cfg.keep_checkpoints)
-        barrier(self.info)
+        error = None
+        try:
+            if self.info.master:
+                save_torch({"model_state_dict": clean_state_dict(self.model),
+                            "optimizer_state_dict": optimizer.state_dict(),
+                            "scheduler_state_dict": {"update": state.update},
+                            "step": state.update,
+                            "eval_results": [list(row.values()) for row in self.rows],
+                            "eval_columns": list(self.rows[0]) if self.rows else [],
+                            "extra_results": self.extra_rows,
+                            "train_state": state.state_dict(),
+                            "task_state": self.checkpoint_state(),
+                            "torch_rng_state": torch.get_rng_state(),
+                            "paths": self.paths,
+                            "config": plain_config(cfg)}, path)
+                prune_checkpoints(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], cfg.keep_checkpoints)
+        except OSError as err:
+            error = err
+        # Every rank learns the outcome, so none waits forever for a rank 0 that gave up.
+        if any_rank(error is not None, self.info):
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {error or 'failed on rank 0'}")
         return path
 
     def restore(self, ckpt: dict) -> TrainState:
@@ -129,10 +157,7 @@ class Task:
         self.paths = dict(ckpt["paths"])
         self.load_checkpoint_state(ckpt["task_state"])
         torch.set_rng_state(ckpt["torch_rng_state"])
-        state = TrainState.from_state_dict(ckpt["train_state"])
-        if not self.info.master:
-            state.accum = [0.0] * len(state.accum)  # rank 0 carries the sums of all ranks
-        return state
+        return TrainState.from_state_dict(ckpt["train_state"])
 
 
 class StopSignals:
@@ -172,8 +197,9 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
     checkpoints every checkpoint_interval updates and at the last one.
     """
     G, device = cfg.grad_acc_steps, info.device
+    ddp = isinstance(train_model, DistributedDataParallel)
     params = [p for p in model.parameters() if p.requires_grad]
-    acc = torch.tensor(state.accum, dtype=torch.float64, device=device)
+    acc = torch.tensor(state.sums_for(info), dtype=torch.float64, device=device)
     model.train()
 
     def evaluate_and_record(train_stats):
@@ -199,16 +225,16 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         for g in range(G):
             x, y = task.micro_batch(state.micro_step, state.update)
             last_micro = g == G - 1
-            sync = contextlib.nullcontext() if last_micro or not info.enabled else train_model.no_sync()
+            # DDP all-reduces gradients only in the last micro-batch's backward; the others accumulate locally.
+            sync = train_model.no_sync() if ddp and not last_micro else contextlib.nullcontext()
             with sync:
                 with autocast(device, cfg.dtype):
                     logits, loss = train_model(x, y)
                 (loss / G).backward()
             with torch.no_grad():
                 correct, last, hit = batch_counts(logits, y, cfg.digits)
-                acc[:6] += torch.stack([loss.detach().double(), correct.double(), last.double(),
-                                        torch.ones((), dtype=torch.float64, device=device),
-                                        torch.tensor(float(y.numel()), dtype=torch.float64, device=device),
+                tokens = torch.tensor(float(y.numel()), dtype=torch.float64, device=device)
+                acc[:5] += torch.stack([loss.detach().double() * tokens, correct.double(), last.double(), tokens,
                                         torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
                 if last_micro and state.update == cfg.num_steps - 1:
                     task.on_final_micro_batch(hit)
@@ -216,18 +242,19 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         if not torch.isfinite(grad_norm):
             raise NonFiniteLoss(f"non-finite loss or gradient at update {state.update + 1} "
-                                f"(loss {loss.item():.4g}, grad norm {grad_norm.item():.4g}); "
-                                f"the last good checkpoint is kept")
+                                f"(loss {loss.item():.4g}, grad norm {grad_norm.item():.4g}); stopped before "
+                                f"applying it, the checkpoints and tables written so far are kept")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        acc[6:] += torch.stack([grad_norm.detach().double(), torch.ones((), dtype=torch.float64, device=device)])
+        if info.master:  # the same on every rank after the all-reduce
+            acc[5:] += torch.stack([grad_norm.detach().double(), torch.ones((), dtype=torch.float64, device=device)])
         state.update += 1
         interval_updates += 1
 
         if state.update % cfg.eval_interval == 0 or state.update == cfg.num_steps:
             totals = all_reduce_sum(acc.clone(), info).tolist()
-            loss_sum, correct, last, micro, tokens, seqs, norm_sum, updates = totals
-            train_stats = {"loss": loss_sum / micro, "acc": correct / tokens, "last_acc": last / seqs,
+            loss_sum, correct, last, tokens, seqs, norm_sum, updates = totals
+            train_stats = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs,
                            "grad_norm": norm_sum / updates}
             acc.zero_()
             elapsed = time.perf_counter() - interval_start
@@ -238,55 +265,66 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
                 log(task.progress(state.update, train_stats, test, lr_next, tok_per_s, eta))
             interval_start, interval_updates = time.perf_counter(), 0
 
-        stop = signals is not None and _agree(signals.received is not None, info)
+        stop = signals is not None and any_rank(signals.received is not None, info)
         periodic = state.update % cfg.checkpoint_interval == 0 or state.update == cfg.num_steps
         if (cfg.save_checkpoints and periodic) or stop:
-            # The checkpoint keeps the sums over all ranks; on resume rank 0 starts from them and the
-            # other ranks from zero, so the next evaluation's totals are unchanged.
-            state.accum = all_reduce_sum(acc.clone(), info).tolist()
+            state.accum = all_gather(acc, info)  # the interval's sums so far, so the next evaluation is unchanged
             path = task.save_checkpoint(state, optimizer)
             if stop:
                 raise Preempted(state.update, path)
-    state.accum = [0.0] * 8
+    state.accum = []
     return state
 
 
-def _agree(flag: bool, info: DistInfo) -> bool:
-    """True on every rank if any rank received a stop signal."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64, device=info.device)
-    return bool(all_reduce_sum(t, info).item() > 0)
+def checkpoints_to_write(cfg: LoopConfig, state: TrainState) -> int:
+    """How many checkpoints train() will write from `state` on: step 0 (when it evaluates there),
+    every checkpoint_interval updates, and the last update."""
+    if not cfg.save_checkpoints:
+        return 0
+    first = int(cfg.eval_at_start and not state.started)
+    periodic = cfg.num_steps // cfg.checkpoint_interval - state.update // cfg.checkpoint_interval
+    last = int(cfg.num_steps % cfg.checkpoint_interval != 0 and state.update < cfg.num_steps)
+    return first + periodic + last
 
 
 def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, *, eval_at_start: bool, log=print):
-    """Everything between a built model and the final outputs, for both scripts: resume weights,
-    compile/DDP, AdamW, disk check, the loop, and the stop/non-finite exits.
+    """Everything between a built model and the final outputs, for both scripts: resume state, disk
+    check, compile/DDP, AdamW, the loop, and the stop/non-finite exits.
 
-    Returns (exit code, eval model, final TrainState).
+    Returns (exit code, eval model, final TrainState): 0, EXIT_PREEMPTED after a signal (checkpoint
+    written), or 1 after a non-finite loss (nothing written for that update) or a failed checkpoint write.
     """
-    from .runtime import check_disk, estimate_checkpoint_bytes, prepare_model
+    from .runtime import EXIT_BAD_INPUT, check_disk, estimate_checkpoint_bytes, fail, prepare_model
+    try:
+        state = task.restore(ckpt) if ckpt is not None else TrainState()
+    except (KeyError, ValueError) as err:
+        fail(f"the checkpoint cannot be resumed: {err}")
+    loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
+                      checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
+                      eval_at_start=eval_at_start, dtype=cfg.amp_dtype, digits=cfg.digits)
+    problem = None
+    if info.master:
+        problem = check_disk(cfg.results_dir, checkpoints_to_write(loop, state), estimate_checkpoint_bytes(model),
+                             cfg.keep_checkpoints, cfg.ignore_disk_check, log)
+    if any_rank(problem is not None, info):  # every rank stops, before any collective of training
+        if info.master:
+            fail(problem)
+        raise SystemExit(EXIT_BAD_INPUT)
+
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state_dict"])
     eval_model, train_model = prepare_model(model, info, cfg.compile, log)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2), info.device.type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-    if cfg.save_checkpoints and info.master:
-        n_ckpt = cfg.num_steps // cfg.checkpoint_interval + 2
-        n_ckpt = min(n_ckpt, cfg.keep_checkpoints) if cfg.keep_checkpoints else n_ckpt
-        check_disk(cfg.results_dir, n_ckpt, estimate_checkpoint_bytes(model), cfg.ignore_disk_check, log)
-    state = task.restore(ckpt) if ckpt is not None else TrainState()
-    loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
-                      checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
-                      eval_at_start=eval_at_start, dtype=cfg.amp_dtype, digits=cfg.digits)
     try:
         with StopSignals() as signals:
             train(eval_model, train_model, optimizer, task, loop, info, state, signals, log)
     except Preempted as stop:
         log(f"{stop}; continue with --resume auto")
         return EXIT_PREEMPTED, eval_model, state
-    except NonFiniteLoss as err:
-        log(f"error: {err}")
+    except (NonFiniteLoss, CheckpointWriteError) as err:
+        if info.master:
+            print(f"error: {err}", file=sys.stderr, flush=True)
         return 1, eval_model, state
     return 0, eval_model, state
