@@ -23,7 +23,7 @@ from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, f
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
 from utils.trainer import Task, fit, format_eta
-from utils.wandb_utils import SECRET_KEYS, WandbRun, add_wandb_args, require_wandb
+from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,7 +359,7 @@ def save_final_outputs(cfg, task, splits, curves, train_correct) -> list[str]:
     written += [plot, schedule]
     if cfg.save_params:
         path = unique_path(os.path.join(d, f"multi_curriculum_model_lazy_{base}.pt"))
-        config = {k: v for k, v in plain_config(cfg).items() if k not in SECRET_KEYS}
+        config = plain_config(cfg)
         config["curriculum_config"] = {"moduli": cfg.moduli, "phases": cfg.phases,  # as the original's
                                        "transition_type": cfg.transition_type}
         save_torch({"model_state_dict": clean_state_dict(task.model), "config": config,

@@ -746,8 +746,6 @@ def test_pretrained_from_a_curriculum_model_file(tmp_path, files_run):
     assert all(torch.equal(start[k], v) for k, v in source.items() if k not in ("transformer.wte.weight", "lm_head.weight"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug elsewhere: Task.save_checkpoint (utils/trainer.py) stores "
-                   "plain_config(cfg) (utils/runtime.py), which keeps wandb_api_key, in every checkpoint")
 def test_the_wandb_api_key_is_written_into_no_file(tmp_path):
     secret = "0123456789abcdef-secret"
     assert run_main("--moduli", "256,1024", "--custom_phases", ONE_STEP, *TINY, "--wandb_api_key", secret,

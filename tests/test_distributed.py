@@ -94,14 +94,6 @@ def assert_params_close(a, b, exact=False):
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # In-process runs use one thread like every launched rank: on a shared 2-core machine two threads
-    # per process make a tiny model several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,14 +31,6 @@ TINY = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--se
         "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The same thread count as the launched processes (exact comparisons), and much faster on a
-    # shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def child_env():

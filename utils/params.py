@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
-import torch
 
-from .results import first_line
+from .results import load_foreign
 
 # Enumerate the coprime increments outright below this modulus; draw by rejection above it.
 _ENUMERATE_LIMIT = 1 << 22
@@ -140,14 +139,6 @@ def _ints(values, path: str, key: str) -> set[int]:
     return ints
 
 
-def _load_pt(path: str):
-    # The original saved numpy int64 scalars; allow exactly those types, nothing executable.
-    scalar = np._core.multiarray.scalar
-    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType]  # numpy 2 and 1.x names
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_exclusions(paths) -> Exclusions:
     """Read exclusion files: .npz (train_a/test_a/train_c/test_c) or .pt (single-modulus
     {'training_ac_values': {train_a, train_c}}, curriculum {'training_ac_values': {m: {...}}}, or a
@@ -169,10 +160,7 @@ def load_exclusions(paths) -> Exclusions:
             ex.a |= found.get("train_a", set()) | found.get("test_a", set())
             ex.c |= found.get("train_c", set()) | found.get("test_c", set())
         elif path.endswith(".pt"):
-            try:
-                obj = _load_pt(path)
-            except Exception as err:  # torch raises many types for a bad file; report them all as one
-                raise ValueError(f"exclusion file {path} could not be loaded safely: {first_line(err)}") from None
+            obj = load_foreign(path, "exclusion file")
             _add_pt(ex, obj, path)
         else:
             raise ValueError(f"exclusion file {path}: unsupported extension (use .npz or .pt)")
@@ -193,6 +181,8 @@ def _add_pt(ex: Exclusions, obj, path: str) -> None:
     for m, per in values.items():  # curriculum layout, keyed by modulus
         if not isinstance(per, dict) or not {"train_a", "train_c"} & set(per):
             raise ValueError(f"exclusion file {path}: entry {m!r} is not a dict with train_a/train_c")
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)):
+            raise ValueError(f"exclusion file {path}: key {m!r} of training_ac_values is not a modulus")
         a, c = ex.by_modulus.setdefault(int(m), (set(), set()))
         a |= _ints(per.get("train_a", []), path, f"{m}.train_a")
         c |= _ints(per.get("train_c", []), path, f"{m}.train_c")

@@ -127,24 +127,30 @@ def prune_checkpoints(results_dir: str, prefix: str, base: str, keep: int | None
 # --------------------------------------------------------------------------------------------------
 # Pretrained weights (D17)
 
-def read_state_dict(path: str) -> dict:
-    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
-    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
+def load_foreign(path: str, what: str):
+    """torch.load(weights_only=True) of a file this project or the original wrote: besides tensors and
+    plain values, only numpy scalars (numpy 2 and 1.x names) and argparse.Namespace are allowed, so
+    nothing in the file can execute code. Any failure is a ValueError naming the file."""
     import argparse
-
-    from .gpt2 import strip_compile_prefix
     if not os.path.isfile(path):
-        raise ValueError(f"pretrained file not found: {path}")
+        raise ValueError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch's own message for this case talks about weights_only
+        raise ValueError(f"{what} {path} could not be loaded safely: not a whole torch archive (truncated?)")
     scalar = np._core.multiarray.scalar
     allowed = [argparse.Namespace, scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType,
                np.dtypes.Float64DType]
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"pretrained file {path} could not be loaded safely: not a whole torch archive (truncated?)")
     try:
         with torch.serialization.safe_globals(allowed):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise ValueError(f"pretrained file {path} could not be loaded safely: {first_line(err)}") from None
+        raise ValueError(f"{what} {path} could not be loaded safely: {first_line(err)}") from None
+
+
+def read_state_dict(path: str) -> dict:
+    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
+    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
+    from .gpt2 import strip_compile_prefix
+    obj = load_foreign(path, "pretrained file")
     if isinstance(obj, dict) and "model_state_dict" in obj:
         obj = obj["model_state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

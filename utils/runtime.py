@@ -14,6 +14,7 @@ import torch
 from .distributed import DistInfo, launch_env
 from .gpt2 import strip_compile_prefix
 from .results import newest_checkpoint
+from .wandb_utils import SECRET_KEYS
 
 EXIT_BAD_INPUT = 2
 
@@ -120,9 +121,12 @@ def _plain(value) -> bool:
 
 
 def plain_config(cfg) -> dict:
-    """The config's plain values (readable with torch.load(weights_only=True)); combos as labels."""
+    """The config's plain values (readable with torch.load(weights_only=True)); combos as labels.
+    Secrets (the W&B API key) are left out: this dict goes into checkpoints and model files."""
     out = {}
     for key, value in vars(cfg).items():
+        if key in SECRET_KEYS:
+            continue
         if key == "combos":
             value = [c.label for c in value]
         if _plain(value):
