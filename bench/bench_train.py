@@ -31,7 +31,7 @@ PEAK_SIZE, PEAK_REPEATS = 2048, 7
 # (name, combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, batch, warm-up steps, timed steps)
 CASES = [
     # Mirrors the README quickstart; update it with the quickstart.
-    ("quickstart", Combo("LCG"), 256, 256, 2, 4, 128, 65, 64, 2, 8),
+    ("quickstart", Combo("LCG"), 256, 256, 2, 4, 64, 129, 32, 2, 16),
     # The README example's model and sequence shape, with a batch of 8 instead of 512.
     ("README shape", Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 8, 1, 2),
 ]
