@@ -28,6 +28,7 @@ from utils import distributed, trainer
 from utils.distributed import DistInfo
 from utils.gpt2 import GPTConfig, build_model
 from utils.runtime import check_same_run
+from tests.helpers import clean_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # seconds for one launch; a hung rendezvous fails the test instead of hanging it
@@ -39,13 +40,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def clean_env(**extra) -> dict:
-    """This environment without launcher variables, one thread per rank, unbuffered output."""
-    launch = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in launch and not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    return env
 
 
 def torchrun(script, args, nproc=2, **popen):

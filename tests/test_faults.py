@@ -24,6 +24,7 @@ import prng_train_lowmem
 from utils import results, trainer
 from utils.results import load_checkpoint, newest_checkpoint, save_torch
 from utils.runtime import estimate_checkpoint_bytes
+from tests.helpers import clean_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -32,11 +33,6 @@ TINY = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--se
 
 
 
-
-def child_env():
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"RANK", "LOCAL_RANK", "WORLD_SIZE"} and not k.startswith("SLURM_")}
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def base_name(args):
@@ -81,7 +77,7 @@ def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, caps
     base = base_name(PREEMPT)
     stopped, reference = tmp_path / "stopped", tmp_path / "reference"
     proc = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *PREEMPT, "--results_dir", str(stopped)],
-                            cwd=REPO, env=child_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -144,7 +140,7 @@ def test_kill9_during_a_checkpoint_write_keeps_the_good_file(tmp_path):
     good = tmp_path / "checkpoint_RUN_step4.pt"
     save_torch({"model_state_dict": {"w": torch.arange(5.0)}, "step": 4}, str(good))
     before = fingerprint(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(good)], cwd=REPO, env=child_env(), text=True,
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(good)], cwd=REPO, env=clean_env(), text=True,
                             stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == "halfway"
     proc.send_signal(signal.SIGKILL)
@@ -411,7 +407,7 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(bad_inputs, capsys,
 def test_bad_input_from_the_command_line(bad_inputs):
     # What a user sees: the process's status and stderr (no usage block, no traceback).
     runs = [subprocess.Popen([sys.executable, script, *resolve(args, bad_inputs), "--results_dir",
-                              bad_inputs["RESULTS"]], cwd=REPO, env=child_env(), text=True,
+                              bad_inputs["RESULTS"]], cwd=REPO, env=clean_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for script, args in [("prng_train_lowmem.py", [*GOOD, "--m", "abc"]),
                                  ("curriculum_lowmem.py", ["--config", "OK", "--resume", "TRUNCATED"])]]
