@@ -18,8 +18,8 @@ from utils.evaluation import evaluate, number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
 from utils.params import load_exclusions, split_ac
 from utils.results import atomic_write, load_checkpoint, load_pretrained, save_npz, save_table, save_torch, unique_path
-from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, fail, find_resume, plain_config,
-                           resolve_dtype, seed_everything)
+from utils.runtime import (add_optimizer_args, add_runtime_args, check_same_run, clean_state_dict, fail, find_resume,
+                           plain_config, resolve_dtype, seed_everything)
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
 from utils.trainer import Task, fit, format_eta
@@ -52,14 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom_phases", type=str, default=None, help="JSON list of phase objects (no-YAML mode)")
     p.add_argument("--main_seed", type=int, default=1)
     p.add_argument("--data_seed", type=int, default=1)
-    p.add_argument("--lr_trgt", type=float, default=1e-4)
-    p.add_argument("--lr_min", type=float, default=1e-7)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--grad_acc_steps", type=int, default=1)
-    p.add_argument("--weight_decay", type=float, default=0.1)
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eval_interval", type=int, default=100)
+    add_optimizer_args(p, lr_trgt=1e-4, batch_size=64, weight_decay=0.1, eval_interval=100)
     p.add_argument("--results_dir", type=str, default="results/multi_curriculum_lazy")
     p.add_argument("--save_checkpoints", action="store_true")
     p.add_argument("--checkpoint_interval", type=int, default=1000)

@@ -16,8 +16,8 @@ from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
 from utils.params import load_exclusions, split_ac
 from utils.results import checkpoint_path, load_checkpoint, save_npz, save_table, save_torch, unique_path
-from utils.runtime import (add_runtime_args, check_same_run, clean_state_dict, fail, find_resume, plain_config,
-                           resolve_dtype, seed_everything)
+from utils.runtime import (add_optimizer_args, add_runtime_args, check_same_run, clean_state_dict, fail, find_resume,
+                           plain_config, resolve_dtype, seed_everything)
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
 from utils.trainer import Task, fit, format_eta
@@ -51,14 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rope", action="store_true", help="learned positions (abacus when digits > 1)")
     p.add_argument("--num_steps", type=int, default=100, help="optimizer updates")
     p.add_argument("--warm_steps", type=int, default=10)
-    p.add_argument("--lr_trgt", type=float, default=1e-3)
-    p.add_argument("--lr_min", type=float, default=1e-7)
-    p.add_argument("--batch_size", type=int, default=32, help="per-process micro-batch")
-    p.add_argument("--grad_acc_steps", type=int, default=1)
-    p.add_argument("--weight_decay", type=float, default=0.5)
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--eval_interval", type=int, default=20)
+    add_optimizer_args(p, lr_trgt=1e-3, batch_size=32, weight_decay=0.5, eval_interval=20)
     p.add_argument("--results_dir", type=str, default="results/train")
     p.add_argument("--save_correctness", action="store_true")
     p.add_argument("--save_params", action="store_true")

@@ -40,6 +40,19 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.error = lambda message: fail(f"{message} (see --help)")
 
 
+def add_optimizer_args(parser: argparse.ArgumentParser, *, lr_trgt: float, batch_size: int, weight_decay: float,
+                       eval_interval: int) -> None:
+    """The optimisation flags both scripts share; their defaults differ per script (spec 5.8, 6.3)."""
+    parser.add_argument("--lr_trgt", type=float, default=lr_trgt, help="peak LR")
+    parser.add_argument("--lr_min", type=float, default=1e-7, help="cosine floor")
+    parser.add_argument("--batch_size", type=int, default=batch_size, help="per-process micro-batch")
+    parser.add_argument("--grad_acc_steps", type=int, default=1)
+    parser.add_argument("--weight_decay", type=float, default=weight_decay, help="on matrices and embeddings")
+    parser.add_argument("--beta1", type=float, default=0.9)
+    parser.add_argument("--beta2", type=float, default=0.999)
+    parser.add_argument("--eval_interval", type=int, default=eval_interval, help="updates between evaluations")
+
+
 def fail(message: str) -> None:
     """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute."""
     print(f"error: {message}", file=sys.stderr, flush=True)
