@@ -13,8 +13,8 @@ import torch
 
 from utils import distributed, prng
 from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, parse_moduli, read_yaml
-from utils.data import PRNGDataset, eval_shards, parse_combos
-from utils.evaluation import evaluate, number_correct, plot_accuracy_by_position
+from utils.data import PRNGDataset, parse_combos
+from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
 from utils.params import load_exclusions, split_ac
 from utils.results import atomic_write, load_checkpoint, load_pretrained, save_npz, save_table, save_torch, unique_path
@@ -206,14 +206,8 @@ class CurriculumTask(Task):
                 x[rows_t], y[rows_t] = xm, ym
         return x, y
 
-    def _eval(self, model, m, positions=False):
-        ds = self.test_sets[m]
-        shards = list(eval_shards(len(ds), self.cfg.batch_size, self.info.rank, self.info.world_size))
-        return evaluate(model, ds, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
-                        positions=positions)
-
     def evaluate(self, model):
-        return {m: self._eval(model, m) for m in self.moduli}
+        return {m: self.evaluate_dataset(model, self.test_sets[m]) for m in self.moduli}
 
     def record(self, step, train, test, lr):
         train, nan = train or {}, float("nan")
@@ -314,7 +308,7 @@ def main(argv=None) -> int:
         distributed.cleanup(info)
         return code
 
-    curves = {m: task._eval(eval_model, m, positions=True)["num_acc"] for m in cfg.moduli}  # all ranks reduce
+    curves = {m: task.evaluate_dataset(eval_model, test_sets[m], positions=True)["num_acc"] for m in cfg.moduli}  # all ranks reduce
     train_correct = None  # None when a resume started at the last update
     if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged (spec 8.2)
         totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)

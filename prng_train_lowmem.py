@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from utils import distributed, prng
-from utils.data import EpochOrder, PRNGDataset, eval_shards, parse_combos
+from utils.data import EpochOrder, PRNGDataset, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
 from utils.params import load_exclusions, split_ac
@@ -143,14 +143,9 @@ class SingleModulusTask(Task):
     def micro_batch(self, micro_step, update):
         return self.train_ds.batch(self.order.indices(micro_step), self.info.device)
 
-    def _eval(self, model, ds, positions=False):
-        shards = list(eval_shards(len(ds), self.cfg.batch_size, self.info.rank, self.info.world_size))
-        return evaluate(model, ds, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
-                        positions=positions)
-
     def evaluate(self, model):
-        test = self._eval(model, self.test_ds)
-        test["per_type"] = {label: self._eval(model, ds) for label, ds in self.per_type.items()}
+        test = self.evaluate_dataset(model, self.test_ds)
+        test["per_type"] = {label: self.evaluate_dataset(model, ds) for label, ds in self.per_type.items()}
         return test
 
     def record(self, step, train, test, lr):
@@ -280,9 +275,9 @@ def correctness_passes(cfg, task, train_ds, model, info) -> dict:
     shards = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
     curves = {"train_correct": evaluate(model, train_ds, shards, info=info, dtype=cfg.amp_dtype, digits=cfg.digits,
                                         positions=True)["pos_acc"],
-              "test_correct": task._eval(model, task.test_ds, positions=True)["pos_acc"]}
+              "test_correct": task.evaluate_dataset(model, task.test_ds, positions=True)["pos_acc"]}
     for label, ds in task.per_type.items():
-        curves[f"{label}_correct"] = task._eval(model, ds, positions=True)["pos_acc"]
+        curves[f"{label}_correct"] = task.evaluate_dataset(model, ds, positions=True)["pos_acc"]
     return curves
 
 

@@ -43,7 +43,7 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
     pos = torch.zeros(C, dtype=torch.float64, device=info.device)
     num = torch.zeros(dataset.seq_len - 1, dtype=torch.float64, device=info.device)
     for idx in index_batches:
-        x, y = (t.to(info.device, non_blocking=True) for t in dataset.batch(idx, info.device))
+        x, y = dataset.batch(idx, info.device)  # made on the device already
         with autocast(info.device, dtype):
             logits, _ = model(x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")

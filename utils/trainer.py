@@ -111,6 +111,14 @@ class Task:
                  eta_s: float) -> str:
         raise NotImplementedError
 
+    def evaluate_dataset(self, model, dataset, positions: bool = False) -> dict:
+        """Exact metrics over all of `dataset`, each rank taking its contiguous share (D13)."""
+        from .data import eval_shards
+        from .evaluation import evaluate
+        shards = list(eval_shards(len(dataset), self.cfg.batch_size, self.info.rank, self.info.world_size))
+        return evaluate(model, dataset, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
+                        positions=positions)
+
     def on_final_micro_batch(self, hit: torch.Tensor) -> None:
         """Per-token correctness (B, C) of the run's very last micro-batch (curriculum keeps it)."""
 
