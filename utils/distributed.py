@@ -58,14 +58,35 @@ def rendezvous(env=None) -> tuple[str, str]:
     return addr, port
 
 
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device auto|cpu|cuda -> this process's torch.device (one GPU per process)."""
+def local_world_size(env=None) -> int | None:
+    """Processes on this node when the launcher says (torchrun's LOCAL_WORLD_SIZE); None under srun or
+    a plain start, where it is not known from the environment alone."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env and "LOCAL_WORLD_SIZE" in env:
+        return int(env["LOCAL_WORLD_SIZE"])
+    return None
+
+
+def resolve_device(choice: str, local_rank: int = 0, local_world: int | None = None) -> torch.device:
+    """--device auto|cpu|cuda -> this process's torch.device (one GPU per process).
+
+    With one GPU per local rank visible, local rank i takes cuda:i. A process that sees exactly one
+    GPU while its local rank is higher takes cuda:0: that is `srun --gpus-per-task=1`, where each task
+    sees only its own GPU. Where the launcher says how many processes share the node (torchrun's
+    LOCAL_WORLD_SIZE) and that is more than the GPUs visible, two ranks would share a GPU, which NCCL
+    refuses: that is an error here, before any process group forms. (srun does not say; there
+    `check_distinct_gpus` compares the ranks' GPUs once the group has formed.)
+    """
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
         visible = torch.cuda.device_count()
+        if local_world is not None and local_world > visible:
+            raise ValueError(f"{local_world} processes on this node need a GPU each, but it shows {visible} "
+                             f"(NCCL cannot share one GPU between ranks): start at most {visible} per node "
+                             f"(torchrun --nproc_per_node={visible}), or use --device cpu")
         if local_rank < visible:
             index = local_rank
         elif visible == 1:
@@ -79,14 +100,51 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def gpu_id(device: torch.device) -> str:
+    """A name for the physical GPU behind `device` that is the same in every process on the node."""
+    props = torch.cuda.get_device_properties(device)
+    uuid = getattr(props, "uuid", None)
+    pci = ":".join(str(getattr(props, k, "?")) for k in ("pci_domain_id", "pci_bus_id", "pci_device_id"))
+    return f"{uuid}" if uuid is not None else pci
+
+
+def duplicate_gpus(ids: list[str], hosts: list[str]) -> str | None:
+    """The error for ranks that share one GPU (same host and GPU id), or None if every rank has its own."""
+    seen: dict[tuple[str, str], int] = {}
+    for rank, key in enumerate(zip(hosts, ids)):
+        if key in seen:
+            return (f"ranks {seen[key]} and {rank} both use GPU {key[1]} on {key[0]} (NCCL cannot share one GPU "
+                    f"between ranks): give each task its own GPU (srun --gpus-per-task=1) or use --device cpu")
+        seen[key] = rank
+    return None
+
+
+def check_distinct_gpus(rank: int, world_size: int, device: torch.device) -> None:
+    """Exchange every rank's (host, GPU) through the group's key-value store (no NCCL call, which would
+    hang or crash on a shared GPU) and raise ValueError on every rank if two share one."""
+    import socket
+    store = dist.distributed_c10d._get_default_store()
+    store.set(f"learn_pcg/gpu/{rank}", f"{socket.gethostname()}|{gpu_id(device)}")
+    pairs = [store.get(f"learn_pcg/gpu/{r}").decode().split("|", 1) for r in range(world_size)]
+    problem = duplicate_gpus([p[1] for p in pairs], [p[0] for p in pairs])
+    if problem:
+        raise ValueError(problem)
+
+
 def setup(device_choice: str) -> DistInfo:
     """This process's rank and device; with several processes, join the group (NCCL on CUDA, gloo on
-    CPU). Raises ValueError on a launch it cannot serve."""
+    CPU). Raises ValueError on a launch it cannot serve (e.g. two ranks on one GPU)."""
     rank, local_rank, world_size = launch_env()
-    device = resolve_device(device_choice, local_rank)
+    device = resolve_device(device_choice, local_rank, local_world_size() if world_size > 1 else None)
     if world_size > 1 and not dist.is_initialized():
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = rendezvous()
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        if device.type == "cuda":
+            try:
+                check_distinct_gpus(rank, world_size, device)
+            except ValueError:
+                dist.destroy_process_group()
+                raise
     return DistInfo(rank, local_rank, world_size, device)
 
 
@@ -117,3 +175,12 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's picklable `obj` on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

