@@ -12,17 +12,20 @@ import numpy as np
 import torch
 
 from utils import distributed, prng
-from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, parse_moduli, read_yaml
-from utils.data import PRNGDataset, parse_combos
+from utils.config import check_common, check_int, check_memory, device_is_cuda, parse_int_list
+from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
+from utils.data import PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import number_correct, plot_accuracy_by_position
-from utils.gpt2 import GPTConfig, build_model, count_parameters
+from utils.gpt2 import GPTConfig, build_model, count_parameters, parameter_shapes
+from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
-from utils.results import atomic_write, load_checkpoint, load_pretrained, save_npz, save_table, save_torch, unique_path
-from utils.runtime import (add_optimizer_args, add_runtime_args, check_same_run, clean_state_dict, fail, find_resume,
-                           plain_config, resolve_dtype, seed_everything)
+from utils.pretrained import load_pretrained
+from utils.results import WriteError, atomic_write, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
+from utils.runtime import (add_optimizer_args, add_runtime_args, clean_state_dict, fail, plain_config, resolve_dtype,
+                           seed_everything)
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
-from utils.trainer import Task, fit, format_eta
+from utils.trainer import StopSignals, Task, fit, format_eta
 from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
 
 
@@ -68,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(argv) -> argparse.Namespace:
-    """YAML + explicit flags (D14), or the flags alone; then the derived values."""
+    """YAML + explicit flags, or the flags alone; then the derived values.
+
+    With --config the YAML gives the run and a flag written on the command line overrides its value;
+    without it the flags are the whole configuration (README "Curriculum")."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
@@ -78,73 +84,78 @@ def load_config(argv) -> argparse.Namespace:
         for name in given - {"config"}:
             setattr(cfg, name, getattr(args, name))
         if "moduli" in given:
-            cfg.moduli = sorted(parse_moduli(args.moduli))
+            cfg.moduli = sorted(parse_int_list(args.moduli, "--moduli"))
         if "bits_to_keep" in given:
-            cfg.bits_to_keep = parse_moduli(args.bits_to_keep, "--bits_to_keep")
+            cfg.bits_to_keep = parse_int_list(args.bits_to_keep, "--bits_to_keep")
         if "custom_phases" in given:
             cfg.phases = parse_custom_phases(args.custom_phases)
+        keys = cfg._yaml_keys
+        cfg._names = {attr: key for attr, key in keys.items() if attr not in given}
+        if "custom_phases" in given:
+            cfg._names.pop("phases", None)
+        del cfg._yaml_keys
     else:
         cfg = args
-        cfg.moduli = sorted(parse_moduli(args.moduli))  # spec 6.1: the flag's list is sorted
-        cfg.bits_to_keep = parse_moduli(args.bits_to_keep, "--bits_to_keep") if args.bits_to_keep else None
+        cfg.moduli = sorted(parse_int_list(args.moduli, "--moduli"))  # the flag's list is sorted, as the original's
+        cfg.bits_to_keep = parse_int_list(args.bits_to_keep, "--bits_to_keep") if args.bits_to_keep else None
         if not args.custom_phases:
             raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
         cfg.phases = parse_custom_phases(args.custom_phases)
         cfg.experiment_name, cfg.description, cfg.cache_size = "Unnamed", "No description", 1000
-    del cfg.custom_phases
+        cfg._names = {}
+    cfg._names.setdefault("phases", "--custom_phases")
+    # The original's config carried these names; saved configs keep them beside ours (README "Output files").
+    cfg.custom_phases = cfg.phases
+    cfg.moduli_bits_to_keep = list(cfg.bits_to_keep) if cfg.bits_to_keep is not None else None
     return cfg
 
 
 def setup_config(cfg, world_size: int, log=print):
-    """Validate and derive (spec 6.1, 7.2); raise ValueError naming the problem."""
-    for name in ("seq_len", "digits", "n_a", "n_c", "n_test_a", "n_test_c", "n_example", "n_layer", "n_head",
-                 "n_embd", "batch_size", "grad_acc_steps", "eval_interval", "checkpoint_interval"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2, got {cfg.seq_len}")
-    if not 0 < cfg.lr_min <= cfg.lr_trgt:
-        raise ValueError(f"need 0 < lr_min <= lr_trgt, got lr_min={cfg.lr_min}, lr_trgt={cfg.lr_trgt}")
-    for name in ("beta1", "beta2"):  # AdamW's own rules, checked here so they fail before any work
-        if not 0 <= getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    """Validate and derive before anything is built; raise ValueError naming the flag or YAML key."""
+    names = getattr(cfg, "_names", {})
+    name = lambda attr: names.get(attr, f"--{attr}")
+    check_common(cfg, name, log, n_data_seeds=len(cfg.moduli))
+    for m in cfg.moduli:
+        check_int(f"{name('moduli')} entry", m, 1, prng.MAX_MODULUS)
     if len(set(cfg.moduli)) != len(cfg.moduli):
-        raise ValueError(f"moduli repeat a value: {cfg.moduli}")
+        raise ValueError(f"{name('moduli')} repeat a value: {cfg.moduli}")
     ks = list(cfg.bits_to_keep or [])
     if len(ks) > len(cfg.moduli):
-        raise ValueError(f"bits_to_keep has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
+        raise ValueError(f"{name('bits_to_keep')} has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
+    for k in ks:
+        if k is not None:
+            check_int(f"{name('bits_to_keep')} entry", k, 1, 63)
     if len(ks) < len(cfg.moduli) and cfg.type.strip().upper() not in ("LCG", "XSLRR"):
         log(f"warning: bits_to_keep has {len(ks)} entries for {len(cfg.moduli)} moduli; the others keep n bits")
     ks += [None] * (len(cfg.moduli) - len(ks))
     cfg.bits_to_keep = [prng.bit_length(m) if k is None else k for m, k in zip(cfg.moduli, ks)]
     if cfg.type.strip().upper() in ("LCG", "TLCG"):
         cfg.control_bits = "0"
+    cfg.control_bits = default_control_bits(cfg.type, cfg.control_bits, log)
     cfg.combos_by_m = {m: parse_combos(cfg.type, cfg.control_bits, m, k, log=log)
                        for m, k in zip(cfg.moduli, cfg.bits_to_keep)}
     for m, k in zip(cfg.moduli, ks):
         if k is not None and k != prng.bit_length(m) // 2 and any(c.kind == "XSLRR" for c in cfg.combos_by_m[m]):
             log(f"warning: XSLRR always outputs n//2 = {prng.bit_length(m) // 2} bits at m={m}; bits_to_keep={k} "
                 f"is not used for it")
-    cfg.phase_list = parse_phases(cfg.phases, len(cfg.moduli))
+    try:
+        cfg.phase_list = parse_phases(cfg.phases, len(cfg.moduli), log=log)
+    except ValueError as err:
+        raise ValueError(f"{name('phases')}: {err}") from None
     cfg.num_steps = total_steps(cfg.phase_list)
     if cfg.sampler_update_interval is None:
         cfg.sampler_update_interval = cfg.eval_interval
-    if cfg.sampler_update_interval < 1:
-        raise ValueError(f"sampler_update_interval must be >= 1, got {cfg.sampler_update_interval}")
+    check_int(name("sampler_update_interval"), cfg.sampler_update_interval)
     max_values = {m: max(c.max_output(m) for c in combos) for m, combos in cfg.combos_by_m.items()}
     if cfg.base is None:
         cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** max(v.bit_length() for v in max_values.values())
+        check_common(cfg, name, lambda *a, **k: None)  # the derived base obeys the same bounds
     if cfg.vocab_size is None:
         cfg.vocab_size = cfg.base
+    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
+    check_memory(cfg, name, device_is_cuda(cfg.device))
     for m, v in max_values.items():  # the shared vocabulary must hold every modulus's largest token
         check_vocab(v, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={m})")
-    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
-    if cfg.n_embd % cfg.n_head or (not cfg.no_rope and (cfg.n_embd // cfg.n_head) % 2):
-        raise ValueError(f"n_embd {cfg.n_embd} must split into n_head {cfg.n_head} heads of even size")
-    if cfg.keep_checkpoints is not None and cfg.keep_checkpoints < 1:
-        raise ValueError(f"--keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
     if cfg.pretrained_path == "":
         cfg.pretrained_path = None
     if cfg.use_wandb:
@@ -172,11 +183,16 @@ def base_name(cfg) -> str:
             f"_wd{cfg.weight_decay}_dI{cfg.data_seed}_I{cfg.main_seed}")
 
 
-class CurriculumTask(Task):
-    checkpoint_prefix = "multi_curriculum_checkpoint_"
+FILES = {"csv": FileKind("", ".csv"), "checkpoint": FileKind("multi_curriculum_checkpoint_", "_step{step}.pt"),
+         "correctness": FileKind("correctness_", ".npz"), "accuracy_plot": FileKind("accuracy_by_position_", ".png"),
+         "schedule_plot": FileKind("schedule_", ".png"), "model": FileKind("multi_curriculum_model_lazy_", ".pt"),
+         "positions": FileKind("positions_", ".npz"), "manifest": FileKind("run_", ".json")}
 
-    def __init__(self, cfg, info, train_sets, test_sets, paths, wandb_run, model):
-        self.cfg, self.info, self.model, self.paths, self.wandb = cfg, info, model, paths, wandb_run
+
+class CurriculumTask(Task):
+    def __init__(self, cfg, info, train_sets, test_sets, run, wandb_run, model):
+        self.cfg, self.info, self.model, self.wandb = cfg, info, model, wandb_run
+        self.files, self.identity = run.files, run.identity
         self.moduli = cfg.moduli
         self.train_sets, self.test_sets = train_sets, test_sets
         self.sampler = ModulusSampler([len(train_sets[m]) for m in self.moduli], self.weights,
@@ -184,6 +200,7 @@ class CurriculumTask(Task):
                                       info.rank, info.world_size)
         self.rows: list[dict] = []
         self.extra_rows: list[dict] = []
+        self.positions: list[dict] = []  # test accuracy by number position per modulus at every evaluation
         self.final_train_correct = None
 
     def weights(self, step: int) -> np.ndarray:
@@ -207,7 +224,7 @@ class CurriculumTask(Task):
         return x, y
 
     def evaluate(self, model):
-        return {m: self.evaluate_dataset(model, self.test_sets[m]) for m in self.moduli}
+        return {m: self.evaluate_dataset(model, self.test_sets[m], positions=True) for m in self.moduli}
 
     def record(self, step, train, test, lr):
         train, nan = train or {}, float("nan")
@@ -218,8 +235,8 @@ class CurriculumTask(Task):
             row.update({f"test_loss_m{m}": test[m]["loss"], f"test_acc_m{m}": test[m]["acc"],
                         f"test_last_acc_m{m}": test[m]["last_acc"]})
         self.rows.append(row)
+        self.positions.append({"step": step, **{f"test_m{m}": test[m]["num_acc"].tolist() for m in self.moduli}})
         if self.info.master:
-            save_table(self.rows, list(row), self.paths["csv"])
             metrics = {"training/step": step, "training/learning_rate": lr}
             if train:
                 metrics.update({"learning_curves/train_loss": train["loss"], "learning_curves/train_acc": train["acc"],
@@ -228,6 +245,10 @@ class CurriculumTask(Task):
             metrics.update({f"curriculum/alpha_m{m}": row[f"alpha_m{m}"] for m in self.moduli})
             metrics.update({f"test_m{m}/{k}": test[m][k] for m in self.moduli for k in ("loss", "acc", "last_acc")})
             self.wandb.log(metrics, step=step)
+
+    def write_outputs(self):
+        save_table(self.rows, list(self.rows[-1]), self.files.path("csv"))
+        save_positions(self.files.path("positions"), self.positions)
 
     def progress(self, step, train, test, lr, tok_per_s, eta_s):
         line = f"step {step:>6d}/{self.cfg.num_steps}"
@@ -264,102 +285,102 @@ def build_data(cfg):
 def main(argv=None) -> int:
     try:
         cfg = load_config(argv)
-        world = distributed.launch_env()[2]
-        setup_config(cfg, world)
-        base = base_name(cfg)
-        resume_path = find_resume(cfg, CurriculumTask.checkpoint_prefix, base)
-        ckpt = load_checkpoint(resume_path) if resume_path else None
-        if ckpt is not None:
-            # The YAML's path is no setting (the SLURM sweep writes a new file per job); its values are compared.
-            check_same_run({**ckpt["config"], "config": cfg.config}, cfg, resume_path)
+        setup_config(cfg, distributed.launch_env()[2])
         splits, train_sets, test_sets = build_data(cfg)
-    except ValueError as err:
-        fail(str(err))
-
-    try:
         info = distributed.setup(cfg.device)
-    except ValueError as err:  # e.g. --device cuda without a GPU
+    except ValueError as err:
         fail(str(err))
     log = print if info.master else (lambda *a, **k: None)
     log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    seed_everything(cfg.main_seed)
-    for m, k in zip(cfg.moduli, cfg.bits_to_keep):
-        log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
-            f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
-    model = build_model(GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                                  n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits), cfg.no_rope)
-    log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters; device {info.device}, "
-        f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
-    if ckpt is None and cfg.pretrained_path:
+    model_config = GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                             n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits)
+    shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+    with StopSignals() as signals, RunScope(info) as scope:
+        run = scope.start(cfg, base_name(cfg), FILES, shapes, n_params, final_bytes=4 * n_params * cfg.save_params,
+                          log=log)
+        if run.finished:
+            return 0
+        seed_everything(cfg.main_seed)
+        for m, k in zip(cfg.moduli, cfg.bits_to_keep):
+            log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
+                f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
+        model = build_model(model_config, cfg.no_rope)
+        log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters; device {info.device}, "
+            f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
+        if run.ckpt is None and cfg.pretrained_path:
+            try:
+                load_pretrained(model, cfg.pretrained_path, log)
+            except ValueError as err:
+                fail(str(err))
+        wandb_run = scope.wandb(WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
+                                         run.files.stem, info.master))
+        task = CurriculumTask(cfg, info, train_sets, test_sets, run, wandb_run, model)
+        t_train = time.perf_counter()
+        code, eval_model, state = fit(task, model, cfg, info, run.ckpt, signals, log=log)
+        if code:
+            return code
+        # Final files, most valuable first; a signal from here on is ignored until they are written.
+        curves = {m: task.evaluate_dataset(eval_model, test_sets[m], positions=True)["num_acc"] for m in cfg.moduli}
+        train_correct = None  # None when a resume started at the last update
+        if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged (spec 8.2)
+            totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)
+            train_correct = (totals[:-1] / totals[-1]).cpu().numpy()
+        if not info.master:
+            return 0
+        written = [run.files.path("csv"), run.files.path("positions")]
+        if cfg.save_checkpoints:
+            written.append(run.files.path("checkpoint", cfg.num_steps))
         try:
-            load_pretrained(model, cfg.pretrained_path, log)
-        except ValueError as err:
-            fail(str(err))
-
-    os.makedirs(cfg.results_dir, exist_ok=True)
-    paths = {"base": base, "csv": unique_path(os.path.join(cfg.results_dir, f"{base}.csv"))}
-    wandb_run = WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled}, base, info.master)
-    task = CurriculumTask(cfg, info, train_sets, test_sets, paths, wandb_run, model)
-    t_train = time.perf_counter()
-    code, eval_model, state = fit(task, model, cfg, info, ckpt, eval_at_start=True, log=log)
-    if code:
-        wandb_run.finish()
-        distributed.cleanup(info)
-        return code
-
-    curves = {m: task.evaluate_dataset(eval_model, test_sets[m], positions=True)["num_acc"] for m in cfg.moduli}  # all ranks reduce
-    train_correct = None  # None when a resume started at the last update
-    if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged (spec 8.2)
-        totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)
-        train_correct = (totals[:-1] / totals[-1]).cpu().numpy()
-    if info.master:
-        written = [task.paths["csv"]] + save_final_outputs(cfg, task, splits, curves, train_correct)
+            written += save_final_outputs(cfg, task, splits, curves, train_correct, log)
+            scope.finish(written)
+        except WriteError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 1
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
-        wandb_run.finish()
         print("\nfinal evaluation (unseen a and c):")
         last = task.rows[-1]
         for m in cfg.moduli:
             print(f"  m={m:<10d} loss {last[f'test_loss_m{m}']:.4f}  token acc {last[f'test_acc_m{m}']:.4f}  "
                   f"last-number acc {last[f'test_last_acc_m{m}']:.4f}")
         print("files written:\n" + "\n".join(f"  {p}" for p in written))
-    distributed.cleanup(info)
-    return 0
+        return 0
 
 
-def save_final_outputs(cfg, task, splits, curves, train_correct) -> list[str]:
-    d, base, written = cfg.results_dir, task.paths["base"], []
-    if cfg.save_correctness:
-        arrays = {f"test_m{m}": curves[m] for m in cfg.moduli}
-        if train_correct is not None:
-            arrays["train_correct"] = train_correct
-        path = unique_path(os.path.join(d, f"correctness_{base}.npz"))
-        save_npz(path, **arrays)
-        written.append(path)
-    plot = os.path.join(d, f"accuracy_by_position_{base}.png")
-    plot_accuracy_by_position(plot, {f"m={m}": curves[m] for m in cfg.moduli}, xlabel="number position in the sequence",
-                              title=f"{cfg.type}: test accuracy by position after {cfg.num_steps} updates")
-    task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
-    schedule = os.path.join(d, f"schedule_{base}.png")
-    plot_schedule(schedule, cfg, task)
-    written += [plot, schedule]
+def save_final_outputs(cfg, task, splits, curves, train_correct, log) -> list[str]:
+    """The files written once at the end: model first, then data and correctness, plots last (a plot that
+    fails is a warning). A file that cannot be written raises WriteError; those before it are kept."""
+    files, written = task.files, []
     if cfg.save_params:
-        path = unique_path(os.path.join(d, f"multi_curriculum_model_lazy_{base}.pt"))
         config = plain_config(cfg)
         config["curriculum_config"] = {"moduli": cfg.moduli, "phases": cfg.phases,  # as the original's
                                        "transition_type": cfg.transition_type}
         save_torch({"model_state_dict": clean_state_dict(task.model), "config": config,
-                    "final_step": cfg.num_steps, "lowmem": True}, path)
+                    "final_step": cfg.num_steps, "lowmem": True}, files.path("model"))
+        written.append(files.path("model"))
         moduli = "_".join(map(str, cfg.moduli))
-        acv = os.path.join(d, f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}"
-                              f"_ntc{cfg.n_test_c}_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}"
-                              f"_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
+        acv = (f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}_ntc{cfg.n_test_c}"
+               f"_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
         keys = ("type", "moduli", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
-        save_torch({"training_ac_values": {m: {"train_a": s.train_a.tolist(), "train_c": s.train_c.tolist()}
-                                           for m, s in splits.items()},
-                    "config": {k: getattr(cfg, k) for k in keys}}, acv)
-        written += [path, acv]
+        written.append(save_shared(os.path.join(cfg.results_dir, fit_name(acv)),
+                                   {"training_ac_values": {m: {"train_a": s.train_a.tolist(), "train_c": s.train_c.tolist()}
+                                                           for m, s in splits.items()},
+                                    "config": {k: getattr(cfg, k) for k in keys}}, log))
+    if cfg.save_correctness:
+        arrays = {f"test_m{m}": curves[m] for m in cfg.moduli}
+        if train_correct is not None:
+            arrays["train_correct"] = train_correct
+        save_npz(files.path("correctness"), **arrays)
+        written.append(files.path("correctness"))
+    plot = files.path("accuracy_plot")
+    if plot_or_warn(plot_accuracy_by_position, plot, {f"m={m}": curves[m] for m in cfg.moduli},
+                    xlabel="number position in the sequence",
+                    title=f"{cfg.type}: test accuracy by position after {cfg.num_steps} updates", log=log):
+        task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
+        written.append(plot)
+    if plot_or_warn(plot_schedule, files.path("schedule_plot"), cfg, task, log=log):
+        written.append(files.path("schedule_plot"))
     return written
 
 

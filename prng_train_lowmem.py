@@ -11,16 +11,18 @@ import time
 import numpy as np
 
 from utils import distributed, prng
-from utils.data import EpochOrder, PRNGDataset, parse_combos
+from utils.config import INT64_MAX, check_common, check_int, check_memory, device_is_cuda
+from utils.data import EpochOrder, PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
-from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
+from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary, parameter_shapes
+from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
-from utils.results import checkpoint_path, load_checkpoint, save_npz, save_table, save_torch, unique_path
-from utils.runtime import (add_optimizer_args, add_runtime_args, check_same_run, clean_state_dict, fail, find_resume,
-                           plain_config, resolve_dtype, seed_everything)
+from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
+from utils.runtime import (add_optimizer_args, add_runtime_args, clean_state_dict, fail, plain_config, resolve_dtype,
+                           seed_everything)
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
-from utils.trainer import Task, fit, format_eta
+from utils.trainer import StopSignals, Task, fit, format_eta
 from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
@@ -68,18 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argparse.Namespace:
-    """Fill the defaults of spec section 3 and validate everything; raise ValueError on bad input."""
-    positive = ["m", "seq_len", "digits", "n_a", "n_c", "n_test_a", "n_test_c", "n_example", "n_layer", "n_head",
-                "n_embd", "num_steps", "batch_size", "grad_acc_steps", "eval_interval", "checkpoint_interval"]
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.seq_len < 2:
-        raise ValueError(f"--seq_len must be >= 2 (inputs are the sequence without its last number), got {cfg.seq_len}")
-    if cfg.keep_checkpoints is not None and cfg.keep_checkpoints < 1:
-        raise ValueError(f"--keep_checkpoints must be >= 1, got {cfg.keep_checkpoints}")
-    if not 0 < cfg.lr_min <= cfg.lr_trgt:
-        raise ValueError(f"need 0 < lr_min <= lr_trgt, got lr_min={cfg.lr_min}, lr_trgt={cfg.lr_trgt}")
+    """Fill the defaults of the original (tokens: README "Tokens and vocabulary") and validate
+    everything before anything is built; raise ValueError naming the flag and the value."""
+    flag = lambda attr: f"--{attr}"
+    check_int("--m", cfg.m, 1, prng.MAX_MODULUS)
+    check_int("--num_steps", cfg.num_steps)
+    check_common(cfg, flag, log)
+    if cfg.bits_to_keep is not None:
+        check_int("--bits_to_keep", cfg.bits_to_keep, 1, 63)
     validate_single_schedule(warm_steps=cfg.warm_steps, num_steps=cfg.num_steps)
     if cfg.warm_steps >= cfg.num_steps:
         log(f"warning: warm_steps={cfg.warm_steps} >= num_steps={cfg.num_steps}: the whole run is LR warmup")
@@ -88,32 +86,39 @@ def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argpars
     has_lcg = any(t.upper() == "LCG" for t in cfg.type_list)
     only_xslrr = all(t.upper() == "XSLRR" for t in cfg.type_list)
     if cfg.bits_to_keep is None:
-        cfg.bits_to_keep = n // 2 if only_xslrr else n  # XSLRR emits n//2 bits whatever k says (D3)
+        cfg.bits_to_keep = n // 2 if only_xslrr else n  # XSLRR emits n//2 bits whatever k says
+    cfg.control_bits = default_control_bits(cfg.type, cfg.control_bits, log)
     combos = parse_combos(cfg.type, cfg.control_bits, cfg.m, cfg.bits_to_keep, log=log)
     if any(c.kind == "XSLRR" for c in combos) and cfg.bits_to_keep != n // 2:
         log(f"warning: XSLRR always outputs n//2 = {n // 2} bits; bits_to_keep={cfg.bits_to_keep} is not used for it")
-    if not cfg.control_bits.strip() and all(c.kind in ("LCG", "TLCG") for c in combos):
-        cfg.control_bits = "0"
     cfg.combos = combos
+    derived = {}  # a value filled in from another flag is named with it
+    name = lambda attr: derived.get(attr, f"--{attr}")
     if cfg.base is None:
         cfg.base = cfg.m if has_lcg else 2 ** cfg.bits_to_keep
+        derived["base"] = f"--base (default {'--m' if has_lcg else '2^bits_to_keep'})"
+        check_common(cfg, name, lambda *a, **k: None)  # the derived base obeys the same bounds
     if cfg.vocab_size is None:
         cfg.vocab_size = cfg.base
+        derived["vocab_size"] = f"--vocab_size (default: the base{', --m' if has_lcg and 'base' in derived else ''})"
+    elif cfg.vocab_size < cfg.base:  # as the original: the file name and the model get the base
+        log(f"note: --vocab_size {cfg.vocab_size} is smaller than the base {cfg.base}; using vocab_size {cfg.base}")
+        cfg.vocab_size = cfg.base
+    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
+    check_memory(cfg, name, device_is_cuda(cfg.device))
     max_value = max(c.max_output(cfg.m) for c in combos)
     check_vocab(max_value, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={cfg.m})")
-    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
-    if cfg.n_embd % cfg.n_head:
-        raise ValueError(f"--n_embd {cfg.n_embd} must be divisible by --n_head {cfg.n_head}")
-    if not cfg.no_rope and (cfg.n_embd // cfg.n_head) % 2:
-        raise ValueError(f"RoPE needs an even head size, got n_embd/n_head = {cfg.n_embd // cfg.n_head}")
     if cfg.use_wandb:
         require_wandb()
     cfg.world_size = world_size
     cfg.effective_batch = cfg.batch_size * cfg.grad_acc_steps * world_size
     n_train = len(combos) * cfg.n_a * cfg.n_c * cfg.n_example
+    if n_train > INT64_MAX:
+        raise ValueError(f"--n_example {cfg.n_example}: the training set of {n_train} sequences (types x n_a x n_c x "
+                         f"n_example) cannot be indexed in int64")
     if n_train < cfg.batch_size * world_size:
-        raise ValueError(f"the training set has {n_train} sequences (types x n_a x n_c x n_example), fewer than "
-                         f"one batch of {cfg.batch_size} x {world_size} process(es)")
+        raise ValueError(f"--batch_size {cfg.batch_size}: the training set has {n_train} sequences (types x n_a x "
+                         f"n_c x n_example), fewer than one batch of {cfg.batch_size} x {world_size} process(es)")
     return cfg
 
 
@@ -127,14 +132,21 @@ def base_name(cfg) -> str:
             f"_T{cfg.num_steps}_B{cfg.effective_batch}_wd{cfg.weight_decay}")
 
 
+FILES = {"eval": FileKind("eval_", ".tab"), "per_type": FileKind("per_type_eval_", ".csv"),
+         "checkpoint": FileKind("checkpoint_", "_step{step}.pt"), "params": FileKind("params_", ".pth"),
+         "correctness": FileKind("correctness_", ".npz"), "correctness_plot": FileKind("correctness_", ".png"),
+         "positions": FileKind("positions_", ".npz"), "manifest": FileKind("run_", ".json")}
+
+
 class SingleModulusTask(Task):
-    def __init__(self, cfg, info, train_ds, test_ds, per_type, paths, wandb_run, model):
+    def __init__(self, cfg, info, train_ds, test_ds, per_type, run, wandb_run, model):
         self.cfg, self.info, self.wandb, self.model = cfg, info, wandb_run, model
         self.train_ds, self.test_ds, self.per_type = train_ds, test_ds, per_type
         self.order = EpochOrder(len(train_ds), cfg.batch_size, cfg.main_seed, info.rank, info.world_size)
-        self.paths = paths
+        self.files, self.identity = run.files, run.identity
         self.rows: list[dict] = []
         self.extra_rows: list[dict] = []  # per-type rows
+        self.positions: list[dict] = []  # test accuracy by number position at every evaluation
 
     def lr(self, update):
         c = self.cfg
@@ -144,8 +156,8 @@ class SingleModulusTask(Task):
         return self.train_ds.batch(self.order.indices(micro_step), self.info.device)
 
     def evaluate(self, model):
-        test = self.evaluate_dataset(model, self.test_ds)
-        test["per_type"] = {label: self.evaluate_dataset(model, ds) for label, ds in self.per_type.items()}
+        test = self.evaluate_dataset(model, self.test_ds, positions=True)
+        test["per_type"] = {label: self.evaluate_dataset(model, ds, positions=True) for label, ds in self.per_type.items()}
         return test
 
     def record(self, step, train, test, lr):
@@ -156,6 +168,8 @@ class SingleModulusTask(Task):
                "train_last_acc": train.get("last_acc", nan), "test_last_acc": test["last_acc"],
                "grad_norm": train.get("grad_norm", nan)}
         self.rows.append(row)
+        self.positions.append({"step": step, "test": test["num_acc"].tolist(),
+                               **{label: m["num_acc"].tolist() for label, m in test["per_type"].items()}})
         metrics = {f"learning_curves/{k}": v for k, v in row.items() if k != "step" and not math.isnan(v)}
         if train:
             metrics.update({"training/step": step, "training/epoch": step * self.cfg.grad_acc_steps / self.order.per_epoch,
@@ -167,14 +181,14 @@ class SingleModulusTask(Task):
                 metrics.update({f"per_type/{label}/{k}": m[k] for k in ("loss", "acc", "last_acc")})
             self.extra_rows.append(type_row)
         if self.info.master:
-            self.write_tables()
             self.wandb.log(metrics, step=step)
 
-    def write_tables(self):
-        save_table(self.rows, EVAL_COLUMNS, self.paths["eval"], sep="\t", index=True)
+    def write_outputs(self):
+        save_table(self.rows, EVAL_COLUMNS, self.files.path("eval"), sep="\t", index=True)
         if self.per_type:
             cols = ["step"] + [f"{l}_{k}" for l in self.per_type for k in ("loss", "acc", "last_acc")]
-            save_table(self.extra_rows, cols, self.paths["per_type"])
+            save_table(self.extra_rows, cols, self.files.path("per_type"))
+        save_positions(self.files.path("positions"), self.positions)
 
     def progress(self, step, train, test, lr, tok_per_s, eta_s):
         line = f"step {step:>6d}/{self.cfg.num_steps}"
@@ -187,82 +201,68 @@ class SingleModulusTask(Task):
         return line
 
 
-def output_paths(cfg, base: str) -> dict:
-    d = cfg.results_dir
-    return {"base": base,
-            "eval": unique_path(os.path.join(d, f"eval_{base}.tab")),
-            "per_type": unique_path(os.path.join(d, f"per_type_eval_{base}.csv")),
-            "params": os.path.join(d, f"params_{base}.pth"),
-            "correctness": os.path.join(d, f"correctness_{base}.npz")}
-
-
 def main(argv=None) -> int:
     cfg = build_parser().parse_args(argv)
     try:
-        world = distributed.launch_env()[2]
-        setup_config(cfg, world)
-        exclusions = load_exclusions(cfg.exclude_ac_paths)
-        ex_a, ex_c = exclusions.for_modulus(cfg.m)
+        setup_config(cfg, distributed.launch_env()[2])
+        ex_a, ex_c = load_exclusions(cfg.exclude_ac_paths).for_modulus(cfg.m)
         split = split_ac(cfg.m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed),
                          ex_a, ex_c)
-        base = base_name(cfg)
-        resume_path = find_resume(cfg, Task.checkpoint_prefix, base)
-        ckpt = load_checkpoint(resume_path) if resume_path else None
-        if ckpt is not None:
-            check_same_run(ckpt["config"], cfg, resume_path)
-    except ValueError as err:
-        fail(str(err))
-
-    try:
         info = distributed.setup(cfg.device)
     except ValueError as err:
         fail(str(err))
     log = print if info.master else (lambda *a, **k: None)
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    seed_everything(cfg.main_seed)
-    t0 = time.perf_counter()
-    make = lambda a, c, n_ex, combos=cfg.combos: PRNGDataset(cfg.m, combos, a, c, n_ex, cfg.seq_len, cfg.base,
-                                                             cfg.digits, cfg.data_seed)
-    train_ds = make(split.train_a, split.train_c, cfg.n_example)
-    test_ds = make(split.test_a, split.test_c, 1)
-    per_type = {}
-    if len(cfg.combos) > 1:
-        per_type = {test_ds.combos[j].label: test_ds.for_combo(j) for j in sorted(range(len(cfg.combos)),
-                                                                                   key=lambda j: test_ds.combos[j].label)}
-    log(f"data: {len(train_ds):,} train / {len(test_ds):,} test sequences of {cfg.seq_len} numbers "
-        f"({', '.join(c.label for c in cfg.combos)}; m={cfg.m}), set up in {time.perf_counter() - t0:.2f} s")
+    model_config = GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                             n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits)
+    shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+    with StopSignals() as signals, RunScope(info) as scope:
+        run = scope.start(cfg, base_name(cfg), FILES, shapes, n_params, final_bytes=4 * n_params * cfg.save_params,
+                          log=log)
+        if run.finished:
+            return 0
+        seed_everything(cfg.main_seed)
+        t0 = time.perf_counter()
+        make = lambda a, c, n_ex: PRNGDataset(cfg.m, cfg.combos, a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
+                                              cfg.data_seed)
+        train_ds, test_ds = make(split.train_a, split.train_c, cfg.n_example), make(split.test_a, split.test_c, 1)
+        per_type = {}
+        if len(cfg.combos) > 1:
+            order = sorted(range(len(cfg.combos)), key=lambda j: test_ds.combos[j].label)
+            per_type = {test_ds.combos[j].label: test_ds.for_combo(j) for j in order}
+        log(f"data: {len(train_ds):,} train / {len(test_ds):,} test sequences of {cfg.seq_len} numbers "
+            f"({', '.join(c.label for c in cfg.combos)}; m={cfg.m}), set up in {time.perf_counter() - t0:.2f} s")
 
-    model = build_model(GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                                  n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits), cfg.no_rope)
-    nd, ndp, nn_, nnp = param_group_summary(model)
-    log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters "
-        f"({nd} decayed tensors / {ndp:,}, {nn_} non-decayed / {nnp:,}); device {info.device}, "
-        f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
-    os.makedirs(cfg.results_dir, exist_ok=True)
-    wandb_run = WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
-                         base.replace("+", "-"), info.master)
-    task = SingleModulusTask(cfg, info, train_ds, test_ds, per_type, output_paths(cfg, base), wandb_run, model)
-    t_train = time.perf_counter()
-    code, eval_model, state = fit(task, model, cfg, info, ckpt, eval_at_start=True, log=log)
-    if code:
-        wandb_run.finish()
-        distributed.cleanup(info)
-        return code
-
-    written = [task.paths["eval"]] + ([task.paths["per_type"]] if per_type else [])
-    if info.master:
-        written += save_final_outputs(cfg, task, split, train_ds, eval_model, info, log)
+        model = build_model(model_config, cfg.no_rope)
+        nd, ndp, nn_, nnp = param_group_summary(model)
+        log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters "
+            f"({nd} decayed tensors / {ndp:,}, {nn_} non-decayed / {nnp:,}); device {info.device}, "
+            f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
+        wandb_run = scope.wandb(WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
+                                         run.files.stem.replace("+", "-"), info.master))
+        task = SingleModulusTask(cfg, info, train_ds, test_ds, per_type, run, wandb_run, model)
+        t_train = time.perf_counter()
+        code, eval_model, state = fit(task, model, cfg, info, run.ckpt, signals, log=log)
+        if code:
+            return code
+        # Final files, most valuable first; a signal from here on is ignored until they are written.
+        curves = correctness_passes(cfg, task, train_ds, eval_model, info) if cfg.save_correctness else None
+        if not info.master:
+            return 0
+        written = [run.files.path("eval")] + ([run.files.path("per_type")] if per_type else [])
+        written += [run.files.path("positions")]
         if cfg.save_checkpoints:
-            written.append(checkpoint_path(cfg.results_dir, Task.checkpoint_prefix, base, cfg.num_steps))
+            written.append(run.files.path("checkpoint", cfg.num_steps))
+        try:
+            written += save_final_outputs(cfg, task, split, curves, log)
+            scope.finish(written)
+        except WriteError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 1
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
-    elif cfg.save_correctness:
-        correctness_passes(cfg, task, train_ds, eval_model, info)  # every rank takes part in the reductions
-    wandb_run.finish()
-    if info.master:
         print_summary(task.rows, written)
-    distributed.cleanup(info)
-    return 0
+        return 0
 
 
 def correctness_passes(cfg, task, train_ds, model, info) -> dict:
@@ -281,40 +281,36 @@ def correctness_passes(cfg, task, train_ds, model, info) -> dict:
     return curves
 
 
-def save_final_outputs(cfg, task, split, train_ds, model, info, log) -> list[str]:
-    written = []
-    d, type_name = cfg.results_dir, cfg.type
+def save_final_outputs(cfg, task, split, curves, log) -> list[str]:
+    """The files written once at the end, model first, then data and correctness, plots last (a plot that
+    fails is a warning). A file that cannot be written raises WriteError; those before it are kept."""
+    files, written, d = task.files, [], cfg.results_dir
     if cfg.save_params:
-        path = unique_path(task.paths["params"])
-        save_torch(clean_state_dict(task.model), path)
-        trainac = os.path.join(d, f"trainac_{type_name}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
-                                  f"_ne{cfg.n_example}_dI{cfg.data_seed}.npz")
-        save_npz(trainac, train_a=split.train_a, train_c=split.train_c)
-        acv = os.path.join(d, f"training_ac_values_m{cfg.m}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}"
-                              f"_ntc{cfg.n_test_c}_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}"
-                              f"_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
+        save_torch(clean_state_dict(task.model), files.path("params"))
+        written.append(files.path("params"))
+        data = f"{cfg.type}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
+        written.append(save_shared(os.path.join(d, fit_name(f"trainac_{data}_ne{cfg.n_example}_dI{cfg.data_seed}.npz")),
+                                   {"train_a": split.train_a, "train_c": split.train_c}, log))
+        acv = (f"training_ac_values_m{cfg.m}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}_ntc{cfg.n_test_c}"
+               f"_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
         keys = ("type", "m", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
-        save_torch({"training_ac_values": {"train_a": split.train_a.tolist(), "train_c": split.train_c.tolist()},
-                    "config": {k: getattr(cfg, k) for k in keys}}, acv)
-        written += [path, trainac, acv]
+        written.append(save_shared(os.path.join(d, fit_name(acv)),
+                                   {"training_ac_values": {"train_a": split.train_a.tolist(),
+                                                           "train_c": split.train_c.tolist()},
+                                    "config": {k: getattr(cfg, k) for k in keys}}, log))
     if cfg.save_test_values:
-        testac = os.path.join(d, f"testac_{type_name}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
-                                 f"_nta{len(split.test_a)}_ntc{len(split.test_c)}_dI{cfg.data_seed}.npz")
-        if os.path.exists(testac):
-            log(f"test values file exists, kept: {testac}")
-        else:
-            save_npz(testac, test_a=split.test_a, test_c=split.test_c)
-            written.append(testac)
-    if cfg.save_correctness:
-        curves = correctness_passes(cfg, task, train_ds, model, info)
-        path = unique_path(task.paths["correctness"])
-        save_npz(path, **curves)
-        plot = path[:-4] + ".png"
-        plot_accuracy_by_position(plot, {k.removesuffix("_correct"): v for k, v in curves.items()},
-                                  xlabel="position in context (target token)",
-                                  title=f"{cfg.type} m={cfg.m}: accuracy by position after {cfg.num_steps} steps")
-        task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
-        written += [path, plot]
+        testac = os.path.join(d, fit_name(f"testac_{cfg.type}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
+                                          f"_nta{len(split.test_a)}_ntc{len(split.test_c)}_dI{cfg.data_seed}.npz"))
+        written.append(save_shared(testac, {"test_a": split.test_a, "test_c": split.test_c}, log))
+    if curves is not None:
+        save_npz(files.path("correctness"), **curves)
+        written.append(files.path("correctness"))
+        plot = files.path("correctness_plot")
+        if plot_or_warn(plot_accuracy_by_position, plot, {k.removesuffix("_correct"): v for k, v in curves.items()},
+                        xlabel="position in context (target token)",
+                        title=f"{cfg.type} m={cfg.m}: accuracy by position after {cfg.num_steps} steps", log=log):
+            task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
+            written.append(plot)
     return written
 
 

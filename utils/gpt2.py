@@ -228,3 +228,11 @@ def strip_compile_prefix(state_dict: dict) -> dict:
             key = key.split(".", 1)[1]
         stripped[key] = value
     return stripped
+
+
+def parameter_shapes(config: GPTConfig, no_rope: bool) -> tuple[dict[str, tuple], int]:
+    """(state-dict key -> shape, parameter count) of the model build_model would make, without
+    allocating it (built on the meta device): for start-up checks before anything is built."""
+    with torch.device("meta"):
+        model = build_model(config, no_rope)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, count_parameters(model)

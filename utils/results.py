@@ -1,10 +1,9 @@
-"""Output files: names of spec section 9, atomic writes (temp + fsync + rename), tables, checkpoints."""
+"""Output files: atomic writes (temp + fsync + rename) that fail with one WriteError naming the file,
+tables, npz and torch files; pretrained weights."""
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import re
 import tempfile
 import zipfile
 
@@ -13,18 +12,29 @@ import pandas as pd
 import torch
 
 
+class WriteError(RuntimeError):
+    """A file could not be written (disk full, read-only, ...): names the file and the cause."""
+
+    def __init__(self, path: str, cause: BaseException):
+        reason = getattr(cause, "strerror", None) or first_line(cause)
+        super().__init__(f"could not write {path}: {reason}")
+        self.path, self.cause = path, cause
+
+
 @contextlib.contextmanager
 def atomic_write(path: str):
     """Yield a temporary path in the same folder; on success fsync it and rename it over `path`,
-    so a crash never leaves a truncated file where a good one was."""
+    so a crash never leaves a truncated file where a good one was. Any failure (OSError, or the
+    RuntimeError torch.save raises on a full disk) becomes a WriteError naming `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path)[-16:], dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path)[-16:], dir=folder)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -34,9 +44,16 @@ def atomic_write(path: str):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, WriteError):
+            raise
+        raise WriteError(path, err) from err
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
 def first_line(err: BaseException) -> str:
@@ -72,56 +89,6 @@ def save_table(rows: list[dict], columns: list[str], path: str, *, sep: str = ",
     df = pd.DataFrame(rows, columns=columns)
     with atomic_write(path) as tmp:
         df.to_csv(tmp, sep=sep, index=index)
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-
-def checkpoint_path(results_dir: str, prefix: str, base: str, step: int) -> str:
-    return os.path.join(results_dir, f"{prefix}{base}_step{step}.pt")
-
-
-def list_checkpoints(results_dir: str, prefix: str, base: str) -> list[tuple[int, str]]:
-    """(step, path) of this run's checkpoints, newest first."""
-    pattern = re.compile(re.escape(prefix + base) + r"_step(\d+)\.pt")
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(results_dir), f"{glob.escape(prefix + base)}_step*.pt")):
-        match = pattern.fullmatch(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found, reverse=True)
-
-
-def load_checkpoint(path: str) -> dict:
-    """Load a checkpoint written by this project (weights_only: nothing in it executes code)."""
-    if not zipfile.is_zipfile(path):  # torch's own message for this case talks about weights_only
-        raise ValueError(f"checkpoint {path} is unreadable or incomplete: not a whole torch archive (truncated?)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file; name the file once
-        raise ValueError(f"checkpoint {path} is unreadable or incomplete: {first_line(err)}") from None
-    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt or "step" not in ckpt:
-        raise ValueError(f"{path} is not a checkpoint of this project (no model_state_dict/step)")
-    return ckpt
-
-
-def newest_checkpoint(results_dir: str, prefix: str, base: str, log=print) -> str | None:
-    """Newest complete checkpoint of this run; damaged ones are reported and passed over."""
-    for _, path in list_checkpoints(results_dir, prefix, base):
-        try:
-            load_checkpoint(path)
-            return path
-        except ValueError as err:
-            log(f"skipping {err}")
-    return None
-
-
-def prune_checkpoints(results_dir: str, prefix: str, base: str, keep: int | None) -> None:
-    """Keep only the newest `keep` periodic checkpoints (None keeps all)."""
-    if keep is None:
-        return
-    for _, path in list_checkpoints(results_dir, prefix, base)[keep:]:
-        os.remove(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,3 +155,54 @@ def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
     assert model.lm_head.weight is model.transformer.wte.weight
     log(f"pretrained: loaded {path} (vocabulary {wte.shape[0]} -> {target.shape[0]}, {rows} rows copied)")
     return int(wte.shape[0])
+
+
+def save_shared(path: str, obj: dict, log=print) -> str:
+    """Write a file whose name several runs can share (the original's trainac/testac/training_ac_values
+    names hold only data settings): keep an existing file with the same content, and never overwrite
+    one with other content; that run's file keeps its name and this one gets `_2`, `_3`, ... Returns
+    the path used. `obj` maps npz array names (for .npz) or is the dict saved with torch (for .pt)."""
+    npz = path.endswith(".npz")
+
+    def same(existing: str) -> bool:
+        try:
+            if npz:
+                with np.load(existing) as old:
+                    return set(old.files) == set(obj) and all(np.array_equal(old[k], np.asarray(obj[k])) for k in obj)
+            return load_foreign(existing, "file") == obj
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return False
+
+    stem, ext = os.path.splitext(path)
+    i, candidate = 1, path
+    while os.path.exists(candidate):
+        if same(candidate):
+            return candidate
+        i += 1
+        candidate = f"{stem}_{i}{ext}"
+    if candidate != path:
+        log(f"{os.path.basename(path)} exists with other content (another run's data); writing {candidate}")
+    if npz:
+        save_npz(candidate, **obj)
+    else:
+        save_torch(obj, candidate)
+    return candidate
+
+
+def plot_or_warn(plot, path: str, *args, log=print, **kwargs) -> bool:
+    """Draw a plot file; a failure (no usable matplotlib, a full disk) is one warning, never a lost run."""
+    try:
+        plot(path, *args, **kwargs)
+        return True
+    except Exception as err:  # plotting is the last and least valuable output: report it and go on
+        log(f"warning: could not write the plot {path}: {first_line(err)}")
+        return False
+
+
+def save_positions(path: str, rows: list[dict]) -> None:
+    """Per-position accuracy at every evaluation: `step` (S,) and one (S, positions) array per curve."""
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k != "step"]
+    save_npz(path, step=np.array([r["step"] for r in rows], dtype=np.int64),
+             **{k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
 
 import numpy as np
@@ -13,14 +12,10 @@ import torch
 
 from .distributed import DistInfo, launch_env
 from .gpt2 import strip_compile_prefix
-from .results import newest_checkpoint
 from .wandb_utils import SECRET_KEYS
 
 EXIT_BAD_INPUT = 2
 
-# Flags that may differ between a run and its resumption.
-RESUME_FREE = {"resume", "keep_checkpoints", "ignore_disk_check", "num_workers", "use_wandb", "wandb_project",
-               "wandb_entity", "wandb_name", "wandb_tags", "wandb_notes", "wandb_offline", "wandb_api_key"}
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +54,17 @@ def fail(message: str) -> None:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
-def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
-    if choice == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+def resolve_dtype(choice: str, device: torch.device, log=None) -> torch.dtype:
+    """--dtype -> the autocast dtype. auto: bfloat16 on CUDA; on the CPU by the rule of
+    utils/precision.py (bfloat16 only with AMX), printed at start-up (rank 0)."""
+    if choice != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[choice]
+    from .precision import auto_cpu_dtype, describe_auto
+    dtype, why = (torch.bfloat16, "CUDA") if device.type == "cuda" else auto_cpu_dtype()
+    if log is None:
+        log = print if launch_env()[0] == 0 else (lambda *a, **k: None)
+    log(describe_auto(device, dtype, why))
+    return dtype
 
 
 def seed_everything(seed: int) -> None:
@@ -92,37 +94,13 @@ def prepare_model(model: torch.nn.Module, info: DistInfo, compile_choice: str, l
 
 
 def clean_state_dict(model: torch.nn.Module) -> dict:
-    """The model's state dict without `_orig_mod.`/`module.` prefixes and without non-persistent buffers."""
-    return strip_compile_prefix(model.state_dict())
-
-
-def estimate_checkpoint_bytes(model: torch.nn.Module) -> int:
-    """Model + two AdamW moments, float32 (what a checkpoint holds, a little metadata aside)."""
-    return 3 * sum(p.numel() * 4 for p in model.parameters())
-
-
-def human_bytes(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
-
-
-def check_disk(results_dir: str, n_checkpoints: int, bytes_each: int, keep: int | None, override: bool,
-               log=print) -> str | None:
-    """Print what the checkpoints will take; return why the run must not start (None if it may)."""
-    if n_checkpoints == 0:
-        log(f"checkpoints: off ({human_bytes(bytes_each)} written only if the run is stopped by a signal)")
-        return None
-    os.makedirs(results_dir, exist_ok=True)
-    total = n_checkpoints * bytes_each
-    # With --keep_checkpoints N, a new checkpoint exists beside N older ones until the oldest is removed.
-    needed = min(n_checkpoints, keep + 1) * bytes_each if keep else total
-    free = shutil.disk_usage(results_dir).free
-    kept = f", at most {human_bytes(needed)} at once (--keep_checkpoints {keep})" if keep else ""
-    log(f"checkpoints: {human_bytes(bytes_each)} each, {n_checkpoints} to write, {human_bytes(total)} in all{kept} "
-        f"({human_bytes(free)} free in {results_dir})")
-    if needed > free and not override:
-        return (f"the run's checkpoints need {human_bytes(needed)} but {results_dir} has {human_bytes(free)} free; "
-                f"use --keep_checkpoints N, a larger --checkpoint_interval, or --ignore_disk_check")
-    return None
+    """The model's state dict without `_orig_mod.`/`module.` prefixes and without non-persistent buffers,
+    on the CPU (a file written on a GPU must load on a machine without one)."""
+    out, copies = {}, {}
+    for key, value in strip_compile_prefix(model.state_dict()).items():
+        # tied tensors (wte and lm_head) stay one tensor in the file
+        out[key] = copies.setdefault((value.data_ptr(), value.dtype, tuple(value.shape)), value.detach().cpu())
+    return out
 
 
 def _plain(value) -> bool:
@@ -135,44 +113,19 @@ def _plain(value) -> bool:
 
 def plain_config(cfg) -> dict:
     """The config's plain values (readable with torch.load(weights_only=True)); combos as labels.
-    Secrets (the W&B API key) are left out: this dict goes into checkpoints and model files."""
+    Secrets (the W&B API key, also inside the raw YAML) are left out: this dict goes into checkpoints
+    and model files. Curriculum configs also hold the original's key names: `custom_phases` (= phases),
+    `moduli_bits_to_keep` (the bits_to_keep list as given) and `_yaml_config` (the YAML as read)."""
     out = {}
     for key, value in vars(cfg).items():
-        if key in SECRET_KEYS:
+        if key in SECRET_KEYS or key == "_names":  # _names: which flag or YAML key set a value (messages)
             continue
         if key == "combos":
             value = [c.label for c in value]
+        if key == "_yaml_config" and isinstance(value, dict) and isinstance(value.get("wandb"), dict):
+            value = {**value, "wandb": {k: v for k, v in value["wandb"].items() if k != "api_key"}}
         if _plain(value):
             out[key] = list(value) if isinstance(value, tuple) else value
     return out
 
 
-def find_resume(cfg, prefix: str, base: str) -> str | None:
-    """The checkpoint --resume names: a path, or with 'auto' the newest complete one of this run."""
-    if cfg.resume is None:
-        return None
-    if cfg.resume == "auto":
-        log = print if launch_env()[0] == 0 else (lambda *a, **k: None)  # every rank looks, one reports
-        path = newest_checkpoint(cfg.results_dir, prefix, base, log)
-        log(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
-        return path
-    if not os.path.isfile(cfg.resume):
-        raise ValueError(f"--resume: no such file {cfg.resume}")
-    return cfg.resume
-
-
-def check_same_run(ckpt_cfg: dict, cfg, path: str) -> None:
-    """Refuse to resume a checkpoint written with other settings (resume-free flags aside).
-
-    batch_size and world_size may change together: the batches are slices of a global batch of
-    batch_size x world_size sequences, so the same product continues the same run at another scale."""
-    now = plain_config(cfg)
-    free = set(RESUME_FREE)
-    scale = ("batch_size", "world_size")
-    if all(k in now and k in ckpt_cfg for k in scale) and \
-            now["batch_size"] * now["world_size"] == ckpt_cfg["batch_size"] * ckpt_cfg["world_size"]:
-        free |= set(scale)
-    diff = [k for k in sorted(set(now) | set(ckpt_cfg)) if k not in free and now.get(k) != ckpt_cfg.get(k)]
-    if diff:
-        shown = ", ".join(f"{k}: {ckpt_cfg.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
-        raise ValueError(f"--resume {path} belongs to a different run ({shown})")

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import DistInfo, all_gather, all_reduce_sum, any_rank
 from .evaluation import autocast, batch_counts
+from .results import WriteError
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
 
@@ -28,6 +29,22 @@ class NonFiniteLoss(RuntimeError):
 
 class CheckpointWriteError(RuntimeError):
     """Rank 0 could not write a checkpoint (e.g. the disk is full); raised on every rank."""
+
+
+class OutputWriteError(RuntimeError):
+    """Rank 0 could not rewrite a table; raised on every rank."""
+
+
+def write_outputs(task: "Task", info: DistInfo) -> None:
+    """task.write_outputs() on rank 0, its failure raised on every rank."""
+    error = None
+    if info.master:
+        try:
+            task.write_outputs()
+        except WriteError as err:
+            error = err
+    if any_rank(error is not None, info):
+        raise OutputWriteError(str(error) if error else "rank 0 could not write its tables")
 
 
 class Preempted(Exception):
@@ -88,10 +105,10 @@ class TrainState:
 class Task:
     """Hooks the two scripts fill in, and the checkpoint plumbing they share.
 
-    A subclass sets cfg, info, model (the unwrapped model), paths ({'base': ..., output files}),
-    rows (evaluation rows, dicts), extra_rows (per-type rows, or []) and checkpoint_prefix.
+    A subclass sets cfg, info, model (the unwrapped model), files (the run's RunFiles), identity, rows
+    (evaluation rows, dicts), extra_rows (per-type rows, or []) and positions (per-position accuracy
+    rows: {'step': s, label: accuracy by number position}).
     """
-    checkpoint_prefix = "checkpoint_"
 
     def lr(self, update: int) -> float:
         raise NotImplementedError
@@ -129,55 +146,61 @@ class Task:
     def load_checkpoint_state(self, state: dict) -> None:
         pass
 
+    def write_outputs(self) -> None:
+        """Rewrite the run's tables (master; called after every evaluation and on resume)."""
+
     def save_checkpoint(self, state: TrainState, optimizer) -> str:
-        """Write a checkpoint at state.update (master; spec 9 keys plus what an exact resume needs)."""
-        from .results import checkpoint_path, prune_checkpoints, save_torch
+        """Write this run's checkpoint at state.update (master), prune its old ones; every rank learns
+        whether it worked, so none waits forever for a rank 0 that gave up."""
+        from .checkpoint import prune_checkpoints, save_checkpoint
         from .runtime import clean_state_dict, plain_config
-        cfg = self.cfg
-        path = checkpoint_path(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], state.update)
+        path = self.files.path("checkpoint", state.update)
         error = None
-        try:
-            if self.info.master:
-                save_torch({"model_state_dict": clean_state_dict(self.model),
-                            "optimizer_state_dict": optimizer.state_dict(),
-                            "scheduler_state_dict": {"update": state.update},
-                            "step": state.update,
-                            "eval_results": [list(row.values()) for row in self.rows],
-                            "eval_columns": list(self.rows[0]) if self.rows else [],
-                            "extra_results": self.extra_rows,
-                            "train_state": state.state_dict(),
-                            "task_state": self.checkpoint_state(),
-                            "torch_rng_state": torch.get_rng_state(),
-                            "paths": self.paths,
-                            "config": plain_config(cfg)}, path)
-                prune_checkpoints(cfg.results_dir, self.checkpoint_prefix, self.paths["base"], cfg.keep_checkpoints)
-        except OSError as err:
-            error = err
-        # Every rank learns the outcome, so none waits forever for a rank 0 that gave up.
+        if self.info.master:
+            try:
+                save_checkpoint({"model_state_dict": clean_state_dict(self.model),
+                                 "optimizer_state_dict": optimizer.state_dict(),
+                                 "scheduler_state_dict": {"update": state.update},
+                                 "step": state.update,
+                                 "eval_results": [list(row.values()) for row in self.rows],
+                                 "eval_columns": list(self.rows[0]) if self.rows else [],
+                                 "extra_results": self.extra_rows,
+                                 "positions": self.positions,
+                                 "train_state": state.state_dict(),
+                                 "task_state": self.checkpoint_state(),
+                                 "torch_rng_state": torch.get_rng_state(),
+                                 "amp_dtype": str(self.cfg.amp_dtype).replace("torch.", ""),
+                                 "identity": self.identity,
+                                 "config": plain_config(self.cfg)}, path)
+                prune_checkpoints(self.files, self.cfg.keep_checkpoints)
+            except (OSError, RuntimeError) as err:
+                error = err
         if any_rank(error is not None, self.info):
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {error or 'failed on rank 0'}")
+            raise CheckpointWriteError(str(error) if error else f"could not write checkpoint {path}: failed on rank 0")
         return path
 
     def restore(self, ckpt: dict) -> TrainState:
-        """Take the rows, output paths and loop state of a checkpoint (model/optimizer are loaded by the caller)."""
+        """Take the rows and loop state of a checkpoint (model/optimizer are loaded by the caller). Output
+        paths are never read from it: they follow from this run's configuration."""
         self.rows = [dict(zip(ckpt["eval_columns"], r)) for r in ckpt["eval_results"]]
         self.extra_rows = list(ckpt["extra_results"])
-        self.paths = dict(ckpt["paths"])
+        self.positions = list(ckpt["positions"])
         self.load_checkpoint_state(ckpt["task_state"])
         torch.set_rng_state(ckpt["torch_rng_state"])
         return TrainState.from_state_dict(ckpt["train_state"])
 
 
 class StopSignals:
-    """Turn SIGTERM/SIGUSR1 (what SLURM sends before a kill or requeue) into a flag checked once per
-    update, so the update in flight finishes and a checkpoint is written."""
+    """Turn SIGTERM/SIGUSR1 (what SLURM sends before a kill or requeue) and SIGINT (Ctrl-C) into a flag.
+    The loop checks it once per update, so the update in flight finishes and a checkpoint is written;
+    after training it is ignored, so the final files are always written whole."""
 
     def __init__(self):
         self.received: int | None = None
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -214,6 +237,7 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         lr_next = task.lr(min(state.update, cfg.num_steps - 1))
         test = task.evaluate(model)
         task.record(state.update, train_stats, test, lr_next)
+        write_outputs(task, info)
         return test, lr_next
 
     if cfg.eval_at_start and not state.started:
@@ -284,54 +308,49 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
     return state
 
 
-def checkpoints_to_write(cfg: LoopConfig, state: TrainState) -> int:
-    """How many checkpoints train() will write from `state` on: step 0 (when it evaluates there),
-    every checkpoint_interval updates, and the last update."""
-    if not cfg.save_checkpoints:
-        return 0
-    first = int(cfg.eval_at_start and not state.started)
-    periodic = cfg.num_steps // cfg.checkpoint_interval - state.update // cfg.checkpoint_interval
-    last = int(cfg.num_steps % cfg.checkpoint_interval != 0 and state.update < cfg.num_steps)
-    return first + periodic + last
+def load_optimizer_state(optimizer, state: dict) -> None:
+    """Load AdamW's state but keep the settings this machine chose (fused on CUDA, not on CPU): a
+    checkpoint's param groups would otherwise bring back the implementation of the machine that wrote it."""
+    implementation = ("fused", "foreach", "capturable", "differentiable")
+    chosen = [{k: g[k] for k in implementation if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, settings in zip(optimizer.param_groups, chosen):
+        group.update(settings)
+        if settings.get("fused") or settings.get("capturable"):  # these kernels want the step on the device
+            for p in group["params"]:
+                st = optimizer.state.get(p, {})
+                if "step" in st:
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
 
 
-def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, *, eval_at_start: bool, log=print):
-    """Everything between a built model and the final outputs, for both scripts: resume state, disk
-    check, compile/DDP, AdamW, the loop, and the stop/non-finite exits.
+def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, signals: StopSignals, *, log=print):
+    """Everything between a built model and the final outputs, for both scripts: resume state,
+    compile/DDP, AdamW, the loop, and the stop/non-finite/write-failure exits. The checkpoint was
+    validated at start-up (utils.checkpoint); so was the disk space.
 
     Returns (exit code, eval model, final TrainState): 0, EXIT_PREEMPTED after a signal (checkpoint
-    written), or 1 after a non-finite loss (nothing written for that update) or a failed checkpoint write.
+    written), or 1 after a non-finite loss (nothing applied for that update) or a file that could not
+    be written (one line naming it; the files written before are intact).
     """
-    from .runtime import EXIT_BAD_INPUT, check_disk, estimate_checkpoint_bytes, fail, prepare_model
-    try:
-        state = task.restore(ckpt) if ckpt is not None else TrainState()
-    except (KeyError, ValueError) as err:
-        fail(f"the checkpoint cannot be resumed: {err}")
+    from .runtime import prepare_model
+    state = task.restore(ckpt) if ckpt is not None else TrainState()
     loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
                       checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
-                      eval_at_start=eval_at_start, dtype=cfg.amp_dtype, digits=cfg.digits)
-    problem = None
-    if info.master:
-        problem = check_disk(cfg.results_dir, checkpoints_to_write(loop, state), estimate_checkpoint_bytes(model),
-                             cfg.keep_checkpoints, cfg.ignore_disk_check, log)
-    if any_rank(problem is not None, info):  # every rank stops, before any collective of training
-        if info.master:
-            fail(problem)
-        raise SystemExit(EXIT_BAD_INPUT)
-
+                      eval_at_start=True, dtype=cfg.amp_dtype, digits=cfg.digits)
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state_dict"])
     eval_model, train_model = prepare_model(model, info, cfg.compile, log)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2), info.device.type)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        load_optimizer_state(optimizer, ckpt["optimizer_state_dict"])
     try:
-        with StopSignals() as signals:
-            train(eval_model, train_model, optimizer, task, loop, info, state, signals, log)
+        if ckpt is not None:
+            write_outputs(task, info)  # the tables as of the checkpoint (a crash may have left newer rows)
+        train(eval_model, train_model, optimizer, task, loop, info, state, signals, log)
     except Preempted as stop:
         log(f"{stop}; continue with --resume auto")
         return EXIT_PREEMPTED, eval_model, state
-    except (NonFiniteLoss, CheckpointWriteError) as err:
+    except (NonFiniteLoss, CheckpointWriteError, OutputWriteError) as err:
         if info.master:
             print(f"error: {err}", file=sys.stderr, flush=True)
         return 1, eval_model, state
