@@ -122,6 +122,16 @@ def start_states(data_seed: int, m: int, combo_id, a, c, example) -> np.ndarray:
     return (h % np.uint64(int(m))).astype(np.int64)
 
 
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device` in one copy that does not make the host wait: on CUDA it goes through
+    pinned (page-locked) memory, whose copy runs asynchronously (torch's pinned-memory cache keeps the
+    buffer until the copy is done); elsewhere a plain copy."""
+    device, tensor = torch.device(device), torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class PRNGDataset:
     """All sequences of combos x a_values x c_values x n_example for one modulus.
 
@@ -170,12 +180,20 @@ class PRNGDataset:
         s0 = start_states(self.data_seed, self.m, combo_ids, a, c, ex)
         A, S = self._jump_tables(device)
         if device is not None:
-            ia, j, s0, c = (torch.as_tensor(v, device=device) for v in (ia, j, s0, c))
+            ia, j, s0, c = to_device(np.stack([ia, j, s0, c]), device)
         states = prng.states_from_tables(A[ia], S[ia], s0, c, self.m)
         if len(self.combos) == 1:
             combo = self.combos[0]
             return prng.output(combo.kind, states, self.m, combo.control_bits, combo.bits_to_keep)
-        out = states.clone() if device is not None else states.copy()
+        if device is not None:
+            # Every combination's output on all rows, each row keeping its own: a boolean-mask
+            # assignment would wait for the device (its row count decides the shape) once per type.
+            out = states
+            for k, combo in enumerate(self.combos):
+                mine = prng.output(combo.kind, states, self.m, combo.control_bits, combo.bits_to_keep)
+                out = torch.where((j == k)[:, None], mine, out)
+            return out
+        out = states.copy()
         for k, combo in enumerate(self.combos):
             rows = j == k
             out[rows] = prng.output(combo.kind, states[rows], self.m, combo.control_bits, combo.bits_to_keep)
