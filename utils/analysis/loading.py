@@ -256,8 +256,11 @@ def eval_sets(settings: Settings, *, moduli=None, kind=None, control_bits=None, 
             k = prng.bit_length(m) // 2
         combos = parse_combos(kind, control_bits, m, k, log=log)
         max_value = max(c.max_output(m) for c in combos)
-        check_vocab(max_value, settings.base, settings.digits, settings.vocab_size,
-                    what=f"{kind} at m={m} (the model's base {settings.base}, digits {settings.digits})")
+        try:
+            check_vocab(max_value, settings.base, settings.digits, settings.vocab_size, what=f"{kind} at m={m}")
+        except ValueError as err:
+            raise ValueError(f"the model's vocabulary (base {settings.base}, digits {settings.digits}, vocab_size "
+                             f"{settings.vocab_size}) does not allow m={m}: {err}") from None
         a, c = a_values, c_values
         if a is None or c is None:
             ex_a, ex_c = exclusions.for_modulus(m)

@@ -1,0 +1,198 @@
+"""analyze.py and utils/analysis: tiny models trained here in seconds, every subcommand run as a user
+runs it, and the baselines against the algebra and a plain-Python enumeration."""
+import argparse
+import glob
+import itertools
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import clean_env
+from utils import prng
+from utils.analysis import baselines, positions
+from utils.params import multiplier_count, multiplier_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
+        "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--num_steps", "5", "--eval_interval", "5"]
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                            env=clean_env(), timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def analyze(*args, check=True):
+    return run("analyze.py", *args, check=check)
+
+
+def assert_bad_input(result, *words):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def one(folder, pattern):
+    found = glob.glob(os.path.join(str(folder), pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def lcg_run(tmp_path_factory):
+    """LCG m=256, RoPE, params + checkpoints + correctness."""
+    d = tmp_path_factory.mktemp("lcg")
+    run("prng_train_lowmem.py", "--type", "LCG", "--m", 256, *TINY, "--save_params", "--save_checkpoints",
+        "--save_correctness", "--results_dir", d)
+    return d
+
+
+# --------------------------------------------------------------------------------------------------
+# Context needed
+
+def test_context_needed_is_the_first_position_from_which_accuracy_stays_above_tau():
+    assert positions.context_needed([0.1, 1.0, 0.5, 0.995, 1.0, 1.0]) == 4
+    assert positions.context_needed([1.0, 1.0]) == 1
+    assert positions.context_needed([1.0, 0.5]) is None
+    assert positions.context_needed([0.2, 0.95, 0.96], tau=0.9) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Baselines
+
+def random_lcg(m, n, length, rng, family=True):
+    if family:
+        a = rng.integers(1, multiplier_count(m) + 1, n) * multiplier_step(m) + 1
+        c = np.array([v for v in rng.permutation(np.arange(3, m)) if math.gcd(int(v), m) == 1][:n])
+        c = np.resize(c, n)
+    else:
+        a, c = rng.integers(0, m, n), rng.integers(0, m, n)
+    return a, c, rng.integers(0, m, n)
+
+
+@pytest.mark.parametrize("m", [256, 251])
+def test_lcg_baseline_is_exact_from_position_3(m):
+    # a d1 = d2 (mod m) leaves one class of a mod m/gcd(d1, m), and every one gives the same next number.
+    rng = np.random.default_rng(m)
+    a, c, s0 = random_lcg(m, 200, 20, rng, family=m == 256)
+    x = prng.generate("LCG", m, a, c, s0, 20)
+    acc = baselines.accuracy(baselines.lcg_known_m(x, m), x)
+    assert np.all(acc[2:] == 1.0)
+    assert acc[1] < 0.5 and acc[0] < 0.5  # two numbers do not determine a
+
+
+def plain_family_predictions(kind, m, cb, k, x):
+    """Majority next output over every (a, c, s0) of the family consistent with the prefix, in plain Python."""
+    L = multiplier_step(m)
+    a_values = [kk * L + 1 for kk in range(1, m // L)]
+    c_values = [c for c in range(3, m) if math.gcd(c, m) == 1]
+    out = [int(v) for v in prng.output(kind, np.arange(m), m, cb, k)]
+    T = len(x)
+    seqs = []
+    for a, c, s in itertools.product(a_values, c_values, range(m)):
+        seq = []
+        for _ in range(T):
+            s = (a * s + c) % m
+            seq.append(out[s])
+        seqs.append(seq)
+    preds = []
+    for p in range(1, T):
+        votes = Counter(seq[p] for seq in seqs if seq[:p] == list(x[:p]))
+        best = max(votes.values())
+        preds.append(min(v for v, n in votes.items() if n == best))
+    return preds
+
+
+@pytest.mark.parametrize("kind,cb,k", [("XSLRR", 1, None), ("TLCG", 0, 3), ("LCG", 0, None)])
+def test_family_baseline_agrees_with_plain_enumeration(kind, cb, k):
+    m, T = 32, 6
+    rng = np.random.default_rng(7)
+    a, c, s0 = random_lcg(m, 4, T, rng)
+    x = prng.generate(kind, m, a, c, s0, T, control_bits=cb, bits_to_keep=k)
+    fast = baselines.family(x, kind, m, cb, k)
+    for row in range(len(x)):
+        assert fast[row].tolist() == plain_family_predictions(kind, m, cb, k, x[row].tolist())
+
+
+@pytest.mark.parametrize("kind,cb,k", [("TLCG", 0, 5), ("XSLRR", 2, None)])
+def test_family_baseline_reaches_accuracy_1_at_m_1024(kind, cb, k):
+    m = 1024
+    rng = np.random.default_rng(3)
+    a, c, s0 = random_lcg(m, 32, 48, rng)
+    x = prng.generate(kind, m, a, c, s0, 48, control_bits=cb, bits_to_keep=k)
+    acc = baselines.accuracy(baselines.family(x, kind, m, cb, k), x)
+    assert acc[-8:].min() == 1.0
+    assert acc[0] < 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# eval
+
+def curves(folder):
+    return pd.read_csv(os.path.join(folder, "accuracy_by_position.csv"))
+
+
+def test_eval_regenerates_the_runs_test_set(lcg_run, tmp_path):
+    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    result = analyze("eval", ckpt, "--device", "cpu", "--baselines", "lcg,family", "--out", tmp_path / "a")
+    assert "context needed" in result.stdout
+    df = curves(tmp_path / "a")
+    model = df[df.source == "model"].sort_values("position")
+    # The training script's own end-of-run pass over its test set (digits 1: token = number positions).
+    with np.load(one(lcg_run, "correctness_*.npz")) as saved:
+        np.testing.assert_allclose(model.accuracy.to_numpy(), saved["test_correct"], atol=1e-12)
+    assert (model.sequences == 4).all() and model.position.tolist() == list(range(1, 9))
+    lcg = df[df.source == "baseline_lcg"].sort_values("position").accuracy.to_numpy()
+    assert np.all(lcg[2:] == 1.0)
+    summary = pd.read_csv(tmp_path / "a" / "context_needed.csv")
+    assert summary.set_index("source").loc["baseline_lcg", "context_needed"] == 3
+    roll = pd.read_csv(tmp_path / "a" / "rollout.csv")
+    assert 0 <= roll.mean_exact[0] <= roll.generated[0]
+    assert os.path.getsize(tmp_path / "a" / "accuracy_by_position.png") > 1000
+
+
+def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path):
+    ckpt_path = one(lcg_run, "checkpoint_*_step5.pt")
+    params = one(lcg_run, "params_*.pth")
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    # The original's layout: compiled-model keys and a pickled argparse Namespace.
+    original = {"model_state_dict": {f"_orig_mod.{k}": v for k, v in ckpt["model_state_dict"].items()},
+                "config": argparse.Namespace(**ckpt["config"]), "step": 5}
+    torch.save(original, tmp_path / "original.pt")
+    analyze("eval", ckpt_path, "--no_rollout", "--out", tmp_path / "ours")
+    analyze("eval", tmp_path / "original.pt", "--no_rollout", "--out", tmp_path / "orig")
+    analyze("eval", params, "--n_head", 2, "--m", 256, "--seq_len", 9, "--n_a", 4, "--n_c", 4, "--n_test_a", 2,
+            "--n_test_c", 2, "--no_rollout", "--out", tmp_path / "params")
+    expected = curves(tmp_path / "ours")
+    pd.testing.assert_frame_equal(curves(tmp_path / "orig"), expected)
+    pd.testing.assert_frame_equal(curves(tmp_path / "params"), expected)
+    assert_bad_input(analyze("eval", params, "--m", 256, "--seq_len", 9, "--out", tmp_path / "x", check=False),
+                     "--n_head")
+    assert_bad_input(analyze("eval", ckpt_path, "--n_head", 4, "--out", tmp_path / "x", check=False), "n_head")
+
+
+def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path):
+    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    analyze("eval", ckpt, "--m", "128,256", "--a", "5,9,13", "--c", "3,7", "--n_example", 2, "--rollout_from", 4,
+            "--out", tmp_path / "u")
+    df = curves(tmp_path / "u")
+    assert sorted(df.m.unique()) == [128, 256] and (df.sequences == 12).all()
+    roll = pd.read_csv(tmp_path / "u" / "rollout.csv")
+    assert roll.start.tolist() == [4, 4] and roll.generated.tolist() == [5, 5]
+    assert_bad_input(analyze("eval", ckpt, "--m", 512, "--out", tmp_path / "x", check=False), "vocab")
+    assert_bad_input(analyze("eval", ckpt, "--baselines", "magic", "--out", tmp_path / "x", check=False), "magic")
+    assert_bad_input(analyze("eval", tmp_path / "missing.pt", "--out", tmp_path / "x", check=False), "not found")
+    assert_bad_input(analyze("eval", ckpt, "--tau", "2", "--out", tmp_path / "x", check=False), "--tau")
+    assert not (tmp_path / "x").exists()
