@@ -102,13 +102,15 @@ FILES_BASE = "LCG_m256_kp8_vs256_sl9_b256_nd1_na4_nc4_ne1_n32_h2_d1_rope_dI1_I1_
 
 @pytest.fixture(scope="module")
 def files_run(tmp_path_factory):
-    """The same command run twice in one results_dir: first as a subprocess, then in-process."""
-    out = tmp_path_factory.mktemp("files")
+    """The same command run twice in one results_dir (first as a subprocess, then in-process: the second
+    finds the run finished and writes nothing), and once more in-process in another folder."""
+    out, again = tmp_path_factory.mktemp("files"), tmp_path_factory.mktemp("files_again")
     first = run_script(*FILES_ARGS, results_dir=out)
     assert_ok(first)
     listing_after_first = set(os.listdir(out))
     assert run_main(*FILES_ARGS, results_dir=out) == 0
-    return out, first, listing_after_first
+    assert run_main(*FILES_ARGS, results_dir=again) == 0
+    return out, first, listing_after_first, again
 
 
 def test_file_names_follow_spec_9_1(files_run):
@@ -119,11 +121,10 @@ def test_file_names_follow_spec_9_1(files_run):
         *(f"checkpoint_{FILES_BASE}_step{s}.pt" for s in (0, 3, 6, 7)),
         "trainac_LCG_m256_b256_d1_na4_nc4_ne1_dI1.npz",
         "testac_LCG_m256_b256_d1_na4_nc4_nta2_ntc2_dI1.npz",
-        "training_ac_values_m256_na4_nc4_nta2_ntc2_ne1_vs256_sl9_dI1_I1.pt"}
-    # The second identical run gets unique names where the spec says "unique", overwrites the rest.
-    assert set(os.listdir(out)) == first_listing | {
-        f"eval_{FILES_BASE}_2.tab", f"params_{FILES_BASE}_2.pth", f"correctness_{FILES_BASE}_2.npz",
-        f"correctness_{FILES_BASE}_2.png"}
+        "training_ac_values_m256_na4_nc4_nta2_ntc2_ne1_vs256_sl9_dI1_I1.pt",
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json"}
+    # Running the finished run again says so and writes nothing (no `_2` duplicates).
+    assert set(os.listdir(out)) == first_listing
 
 
 def test_eval_table_columns_rows_and_stop_at_num_steps(files_run):
@@ -142,15 +143,16 @@ def test_eval_table_columns_rows_and_stop_at_num_steps(files_run):
     accs = table.iloc[1:][["train_acc", "test_acc", "train_last_acc", "test_last_acc"]].to_numpy()
     assert ((0 <= accs) & (accs <= 1)).all()
     assert (table.iloc[1:]["grad_norm"] > 0).all()
-    # The second identical run reproduces the table (deterministic given the seeds).
-    pd.testing.assert_frame_equal(table, read_eval(out / f"eval_{FILES_BASE}_2.tab"), check_exact=False, rtol=1e-5)
+    # The same command in another folder reproduces the table (deterministic given the seeds).
+    pd.testing.assert_frame_equal(table, read_eval(files_run[3] / f"eval_{FILES_BASE}.tab"), check_exact=False,
+                                  rtol=1e-5)
 
 
 def test_checkpoints_load_with_weights_only_and_stop_exactly_at_num_steps(files_run):
     out = files_run[0]
     steps = sorted(int(m.group(1)) for n in os.listdir(out) if (m := re.search(r"_step(\d+)\.pt$", n)))
     assert steps == [0, 3, 6, 7]  # no checkpoint past num_steps
-    params = load(out / f"params_{FILES_BASE}_2.pth")  # written by the same run as the checkpoints now on disk
+    params = load(out / f"params_{FILES_BASE}.pth")  # written by the same run as the checkpoints
     for step in steps:
         ckpt = load(out / f"checkpoint_{FILES_BASE}_step{step}.pt")
         assert {"model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "step", "eval_results",
@@ -165,7 +167,7 @@ def test_checkpoints_load_with_weights_only_and_stop_exactly_at_num_steps(files_
         assert torch.equal(final["model_state_dict"][name], tensor), name
     # Exactly 7 optimizer updates: AdamW counts them per parameter.
     assert {float(s["step"]) for s in final["optimizer_state_dict"]["state"].values()} == {7.0}
-    table = read_eval(out / f"eval_{FILES_BASE}_2.tab")
+    table = read_eval(out / f"eval_{FILES_BASE}.tab")
     np.testing.assert_array_equal(np.array(final["eval_results"], dtype=float), table[EVAL_COLUMNS].to_numpy())
     assert [row[0] for row in load(out / f"checkpoint_{FILES_BASE}_step3.pt")["eval_results"]] == [0, 3]
 
@@ -373,13 +375,13 @@ def test_per_type_evaluation_sees_the_combined_sets_sequences():
 @pytest.mark.parametrize("args, message", [
     (["--type", "FOO"], "FOO"),
     (["--type", "RS", "--m", "256", "--control_bits", "3", "--bits_to_keep", "8"], "RS"),
-    (["--m", "1024", "--vocab_size", "16"], "vocab_size"),
+    (["--m", "1024", "--base", "16"], "digits"),  # values up to 1023 need 3 base-16 digits
     (["--type", "XSLRR", "--m", "1024"], "control_bits"),
     (["--m", "256", "--n_embd", "30", "--n_head", "4"], "n_head"),
     (["--m", "256", "--exclude_ac_paths", "MISSING"], "missing.npz"),
     # The training set (1 x 1 sequences) is smaller than one batch of 4.
     (["--m", "256", "--n_a", "1", "--n_c", "1"], "batch"),
-], ids=["unknown_type", "invalid_generator", "vocab_too_small", "pcg_without_control_bits", "n_embd_vs_n_head",
+], ids=["unknown_type", "invalid_generator", "base_too_small", "pcg_without_control_bits", "n_embd_vs_n_head",
         "missing_exclusion_file", "train_set_smaller_than_batch"])
 def test_bad_flags_fail_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "out"

@@ -6,9 +6,7 @@ errors; every value is cast to its type. Without --config the flags are the whol
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import operator
 
 import numpy as np
 import yaml
@@ -92,16 +90,18 @@ def _cast(value, kind: str, where: str):
             if kind == "tags":
                 return ",".join(str(v) for v in value)
             return value
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: cannot read {value!r} as {kind}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: cannot read {str(value)[:40]!r} as {kind}") from None
     raise AssertionError(kind)
 
 
 def read_yaml(path: str) -> dict:
     """The YAML file as {attribute: value}, with spec 6.2 defaults for absent keys."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
         raise ValueError(f"cannot read config {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
@@ -110,6 +110,7 @@ def read_yaml(path: str) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"config {path}: the top level must be a mapping of sections")
     out = {attr: default for attr, _, default in TOP_LEVEL.values()}
+    keys = {attr: key for key, (attr, _, _) in TOP_LEVEL.items()}
     for section in YAML_SCHEMA.values():
         out.update({attr: default for attr, _, default in section.values()})
     for key, value in raw.items():
@@ -130,33 +131,17 @@ def read_yaml(path: str) -> dict:
                                  f"{', '.join(YAML_SCHEMA[key])}")
             attr, kind, _ = YAML_SCHEMA[key][sub]
             out[attr] = _cast(sub_value, kind, f"{key}.{sub}")
+            keys[attr] = f"{key}.{sub}"
     if not out["moduli"]:
         raise ValueError(f"config {path}: curriculum.moduli is required (a list of moduli)")
     if any(m is None for m in out["moduli"]):
         raise ValueError(f"config {path}: curriculum.moduli has an empty entry")
+    for section, entries in YAML_SCHEMA.items():  # absent keys are named as the YAML would name them
+        for sub, (attr, _, _) in entries.items():
+            keys.setdefault(attr, f"{section}.{sub}")
+    out["_yaml_keys"] = keys
+    out["_yaml_config"] = raw
     return out
-
-
-_OPS = {ast.Mult: operator.mul, ast.Pow: operator.pow}
-
-
-def _int_expr(node):
-    if isinstance(node, ast.Constant) and isinstance(node.value, int):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        return _OPS[type(node.op)](_int_expr(node.left), _int_expr(node.right))
-    raise ValueError
-
-
-def parse_moduli(text: str, flag: str = "--moduli") -> list[int]:
-    """'256,1024,2**12' -> [256, 1024, 4096]; products and powers of integers are allowed."""
-    moduli = []
-    for part in str(text).split(","):
-        try:
-            moduli.append(_int_expr(ast.parse(part.strip(), mode="eval").body))
-        except (SyntaxError, ValueError):
-            raise ValueError(f"{flag}: cannot read {part.strip()!r} as an integer (a*b and a**b allowed)") from None
-    return moduli
 
 
 def parse_custom_phases(text: str) -> list:

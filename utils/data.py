@@ -54,6 +54,21 @@ def parse_control_bits(text) -> list[int]:
     return values
 
 
+def default_control_bits(type_text: str, control_bits_text, log=print) -> str:
+    """The original's rule: with LCG or TLCG in `--type` and no control bits given, control_bits is '0',
+    so PCG types joined to them (`LCG+XSLRR`) run with 0 control bits; one line says so."""
+    if str(control_bits_text).strip():
+        return str(control_bits_text)
+    parts = [p.strip().upper() for p in str(type_text).split("+")]
+    if not any(p in ("LCG", "TLCG") for p in parts):
+        return str(control_bits_text)  # a PCG type alone needs control bits: parse_combos says so
+    pcg = [p for p in parts if p not in ("LCG", "TLCG")]
+    if pcg:
+        log(f"note: no --control_bits given: {', '.join(pcg)} run with control bits 0 (the original's default "
+            f"when LCG or TLCG is in --type)")
+    return "0"
+
+
 def parse_combos(type_text: str, control_bits_text, m: int, bits_to_keep: int | None,
                  log=print) -> list[Combo]:
     """Expand `--type` (one type, a `+`-join, or the XSPCGs bundle) and `--control_bits` into validated

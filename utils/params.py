@@ -134,6 +134,8 @@ def _ints(values, path: str, key: str) -> set[int]:
         ints = {int(v) for v in raw}
         if any(int(v) != v for v in raw):
             raise ValueError("a value is not a whole number")
+        if any(not -2**63 <= v < 2**63 for v in ints):  # a and c are below m < 2^63 and compared in int64
+            raise ValueError(f"a value is outside int64: {max(ints, key=abs)}")
     except (TypeError, ValueError) as err:
         raise ValueError(f"exclusion file {path}: {key} is not a list of integers ({err})") from None
     return ints

@@ -112,7 +112,7 @@ def _as_weights(values, what, n_moduli):
     return tuple(weights)
 
 
-def _parse_phase(raw, i, n_moduli):
+def _parse_phase(raw, i, n_moduli, log=print):
     if not isinstance(raw, dict):
         raise ValueError(f"phase {i}: expected a mapping of phase keys, got {raw!r}")
     name = str(raw.get('name', f'Phase {i}'))
@@ -130,8 +130,10 @@ def _parse_phase(raw, i, n_moduli):
     for key in ('transition_steps', 'warmup_steps'):
         if steps[key] < 0:
             raise ValueError(f"{where}: {key} must be >= 0, got {steps[key]}")
-        if phase_steps != REST_OF_TRAINING and steps[key] > phase_steps:
-            raise ValueError(f"{where}: {key} ({steps[key]}) > phase_steps ({phase_steps})")
+        if phase_steps > 0 and steps[key] > phase_steps:  # the original ran these as they come
+            what = ("the phase ends part-way through its weight transition" if key == 'transition_steps'
+                    else "the whole phase is LR warmup and ends below lr_trgt")
+            log(f"note: {where}: {key} {steps[key]} > phase_steps {phase_steps}: {what}")
 
     lr_decay = str(raw.get('lr_decay', 'constant')).lower()
     if lr_decay not in LR_DECAYS:
@@ -156,7 +158,7 @@ def _parse_phase(raw, i, n_moduli):
                  start_weights=start, end_weights=end, **steps)
 
 
-def parse_phases(phase_dicts, n_moduli):
+def parse_phases(phase_dicts, n_moduli, log=print):
     """Validate the YAML/JSON phase dicts (spec 6.2) and return a list of Phase.
 
     Defaults: name 'Phase i' (1-based), phase_steps / transition_steps / warmup_steps 0,
@@ -164,11 +166,13 @@ def parse_phases(phase_dicts, n_moduli):
     arrive as strings ('1e-2'). Every phase with phase_steps != 0 needs end_weights, one
     non-negative weight per modulus, not all zero; start_weights default to end_weights.
     phase_steps = -1 means "rest of training" and is allowed only for the last phase. At least one
-    phase must have phase_steps > 0. Any violation is a ValueError naming the phase.
+    phase must have phase_steps > 0. Any violation is a ValueError naming the phase. A transition or
+    warmup longer than its phase is accepted as the original ran it (cut off at the phase end), with
+    one printed line.
     """
     if not isinstance(n_moduli, int) or n_moduli <= 0:
         raise ValueError(f"n_moduli must be a positive integer, got {n_moduli!r}")
-    phases = [_parse_phase(raw, i, n_moduli) for i, raw in enumerate(phase_dicts, start=1)]
+    phases = [_parse_phase(raw, i, n_moduli, log) for i, raw in enumerate(phase_dicts, start=1)]
     for i, phase in enumerate(phases[:-1], start=1):
         if phase.phase_steps == REST_OF_TRAINING:
             raise ValueError(f"phase {i} ({phase.name!r}): phase_steps -1 (rest of training) "
@@ -244,7 +248,8 @@ def phase_lr(u, phases, *, lr_trgt, lr_min, num_steps):
     """LR for update u of a curriculum run (spec 7.5, D16).
 
     Every phase restarts at lr_trgt: a warmup phase rises linearly from 1e-4*lr_trgt to lr_trgt
-    over its first warmup_steps updates (a phase that is all warmup just warms up), then
+    over its first warmup_steps updates (a warmup longer than its phase is cut off at the phase end, below
+    lr_trgt), then
     'constant' holds lr_trgt and 'cosine' decays to lr_min over the phase's remaining updates.
     A -1 phase runs from the end of the counted phases up to num_steps; with the usual
     num_steps = total_steps(phases) it has no updates. Should num_steps exceed the counted phases
@@ -259,9 +264,8 @@ def phase_lr(u, phases, *, lr_trgt, lr_min, num_steps):
     phase = phases[index]
     length = phase.phase_steps if phase.phase_steps > 0 else num_steps - start
     j = min(u - start, length - 1)
-    warmup = min(phase.warmup_steps, length)
-    if j < warmup:
-        return _warmup(j, warmup, lr_trgt, PHASE_WARMUP_START)
+    if j < phase.warmup_steps:  # a warmup longer than its phase is cut off at the phase end, as the original's
+        return _warmup(j, phase.warmup_steps, lr_trgt, PHASE_WARMUP_START)
     if phase.lr_decay == 'constant':
         return lr_trgt
-    return _cosine(j - warmup, length - warmup, lr_trgt, lr_min)
+    return _cosine(j - phase.warmup_steps, length - phase.warmup_steps, lr_trgt, lr_min)

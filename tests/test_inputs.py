@@ -1,0 +1,405 @@
+"""Input handling of both scripts and the curriculum YAML.
+
+1. Bad input, one table: every case exits 2 with exactly one line `error: ...` on stderr that names the
+   flag or YAML key (and the value where there is one), prints no traceback, builds no data and no
+   model, leaves results_dir as it was, and finishes within a time limit (no hangs).
+2. Inputs the original accepted are accepted, with the original's meaning.
+
+Runs are in-process (`main(argv)`), so a case costs milliseconds; one subprocess per script checks
+what a user sees.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import curriculum_lowmem
+import prng_train_lowmem
+from utils.config import INT64_MAX, int_expr
+from utils.gpt2 import GPTConfig, build_model
+from tests.helpers import clean_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASE_SECONDS = 20  # validation builds nothing: a case that takes longer hangs
+MODEL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--n_a", "4", "--n_c", "4",
+         "--n_test_a", "2", "--n_test_c", "2"]
+SINGLE = ["--m", "256", *MODEL, "--batch_size", "4", "--num_steps", "2"]
+ONE_PHASE = '[{"phase_steps": 2, "end_weights": [1, 1]}]'
+CURRICULUM = ["--moduli", "256,1024", "--custom_phases", ONE_PHASE, *MODEL, "--batch_size", "8"]
+YAML_OK = {
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+    "data": {"seq_len": 9, "n_a": 4, "n_c": 4, "n_test_a": 2, "n_test_c": 2},
+    "curriculum": {"moduli": [256, 1024], "phases": [{"phase_steps": 2, "end_weights": [1, 1]}]},
+    "training": {"batch_size": 8},
+}
+BIG = str(10**23)
+
+
+def yaml_with(section, **values):
+    config = json.loads(json.dumps(YAML_OK))
+    config.setdefault(section, {}).update(values)
+    return config
+
+
+# case -> (script, arguments, fragments the one line must hold). Script "single" starts from SINGLE,
+# "curriculum" from CURRICULUM, "yaml" from `--config FILE` (FILE written from the dict given first).
+BAD = {
+    # optimiser values (AdamW's own rules, checked before any work)
+    "single_beta1_above_1": ("single", ["--beta1", "1.5"], ["--beta1", "1.5"]),
+    "single_beta1_is_1": ("single", ["--beta1", "1"], ["--beta1", "[0.0, 1.0)"]),
+    "single_beta2_negative": ("single", ["--beta2", "-0.1"], ["--beta2", "-0.1"]),
+    "single_weight_decay_negative": ("single", ["--weight_decay", "-5"], ["--weight_decay", "-5"]),
+    "single_weight_decay_nan": ("single", ["--weight_decay", "nan"], ["--weight_decay", "nan"]),
+    "single_lr_trgt_inf": ("single", ["--lr_trgt", "inf"], ["--lr_trgt", "inf"]),
+    "single_lr_trgt_negative": ("single", ["--lr_trgt=-1e-3"], ["--lr_trgt", "-0.001"]),
+    "single_lr_min_negative": ("single", ["--lr_min", "-1"], ["--lr_min", "-1"]),
+    "single_lr_min_nan": ("single", ["--lr_min", "nan"], ["--lr_min", "nan"]),
+    "single_lr_not_a_number": ("single", ["--lr_trgt", "fast"], ["--lr_trgt", "fast"]),
+    # seeds: numpy's generators need >= 0, torch's fit 64 bits
+    "single_main_seed_negative": ("single", ["--main_seed", "-1"], ["--main_seed", "-1"]),
+    "single_main_seed_huge": ("single", ["--main_seed", BIG], ["--main_seed", BIG]),
+    "single_data_seed_negative": ("single", ["--data_seed", "-1"], ["--data_seed", "-1"]),
+    "single_data_seed_2_63": ("single", ["--data_seed", str(2**63)], ["--data_seed", str(2**63)]),
+    # sizes that cannot be allocated or indexed
+    "single_m_int64_max": ("single", ["--m", str(INT64_MAX)], ["--vocab_size", "--m", str(INT64_MAX)]),
+    "single_m_2_63": ("single", ["--m", str(2**63)], ["--m", str(2**63)]),
+    "single_m_zero": ("single", ["--m", "0"], ["--m", "0"]),
+    "single_vocab_2_40": ("single", ["--vocab_size", "1099511627776"], ["--vocab_size", "1099511627776"]),
+    "single_n_embd_huge": ("single", ["--n_embd", str(2**40), "--n_head", "1"], ["--n_embd", str(2**40)]),
+    "single_n_layer_huge": ("single", ["--n_layer", str(10**9)], ["--n_layer", str(10**9)]),
+    "single_seq_len_huge": ("single", ["--seq_len", str(10**12)], ["--seq_len", str(10**12)]),
+    "single_batch_larger_than_data": ("single", ["--batch_size", "100000000"], ["--batch_size", "100000000"]),
+    "single_n_example_overflows": ("single", ["--n_example", str(10**18)], ["--n_example", str(10**18)]),
+    "single_num_steps_huge": ("single", ["--num_steps", BIG], ["--num_steps", BIG]),
+    # integers that must be positive
+    "single_batch_zero": ("single", ["--batch_size", "0"], ["--batch_size", "0"]),
+    "single_grad_acc_zero": ("single", ["--grad_acc_steps", "0"], ["--grad_acc_steps", "0"]),
+    "single_seq_len_1": ("single", ["--seq_len", "1"], ["--seq_len", "1"]),
+    "single_digits_zero": ("single", ["--digits", "0"], ["--digits", "0"]),
+    "single_digits_100": ("single", ["--digits", "100", "--base", "2"], ["--digits", "100"]),
+    "single_base_1": ("single", ["--base", "1"], ["--base", "1"]),
+    "single_base_2_63": ("single", ["--base", str(2**63)], ["--base", str(2**63)]),
+    "single_n_a_zero": ("single", ["--n_a", "0"], ["--n_a", "0"]),
+    "single_n_test_c_zero": ("single", ["--n_test_c", "0"], ["--n_test_c", "0"]),
+    "single_n_example_zero": ("single", ["--n_example", "0"], ["--n_example", "0"]),
+    "single_eval_interval_zero": ("single", ["--eval_interval", "0"], ["--eval_interval", "0"]),
+    "single_checkpoint_interval_zero": ("single", ["--checkpoint_interval", "0"], ["--checkpoint_interval", "0"]),
+    "single_num_steps_zero": ("single", ["--num_steps", "0"], ["--num_steps", "0"]),
+    "single_warm_steps_negative": ("single", ["--warm_steps", "-1"], ["warm_steps", "-1"]),
+    "single_keep_checkpoints_zero": ("single", ["--keep_checkpoints", "0"], ["--keep_checkpoints", "0"]),
+    "single_bits_to_keep_zero": ("single", ["--bits_to_keep", "0"], ["--bits_to_keep", "0"]),
+    "single_bits_to_keep_64": ("single", ["--bits_to_keep", "64"], ["--bits_to_keep", "64"]),
+    # generator and model shape
+    "single_unknown_type": ("single", ["--type", "FOO"], ["FOO"]),
+    "single_pcg_without_control_bits": ("single", ["--type", "XSLRR", "--m", "1024"], ["--control_bits", "XSLRR"]),
+    "single_control_bits_not_int": ("single", ["--type", "XSLRR", "--m", "1024", "--control_bits", "x"],
+                                    ["control_bits", "'x'"]),
+    "single_n_head_does_not_divide": ("single", ["--n_embd", "30", "--n_head", "4"], ["--n_embd", "--n_head"]),
+    "single_odd_rope_head": ("single", ["--n_embd", "6", "--n_head", "2"], ["RoPE", "--n_head"]),
+    "single_base_too_small": ("single", ["--base", "16"], ["digits", "base-16"]),
+    # argparse: one line, not the usage block
+    "single_m_not_an_int": ("single", ["--m", "1.5"], ["--m", "1.5"]),
+    "single_unknown_flag": ("single", ["--learning_rate", "1"], ["--learning_rate"]),
+    "single_device_unknown": ("single", ["--device", "tpu"], ["--device", "tpu"]),
+    # exclusion files
+    "single_exclusion_value_2_63": ("single", ["--exclude_ac_paths", "HUGE_NPZ"], ["HUGE_NPZ", "int64"]),
+    "single_exclusion_missing": ("single", ["--exclude_ac_paths", "MISSING_NPZ"], ["MISSING_NPZ"]),
+
+    # curriculum flags (no YAML)
+    "curriculum_moduli_tower_of_powers": ("curriculum", ["--moduli", "64,9**9**9"], ["--moduli", "9**9**9"]),
+    "curriculum_moduli_2_64": ("curriculum", ["--moduli", "256,2**64"], ["--moduli", "2**64"]),
+    "curriculum_moduli_product_overflows": ("curriculum", ["--moduli", "256,2**40*2**40"], ["--moduli"]),
+    "curriculum_moduli_not_a_number": ("curriculum", ["--moduli", "256,abc"], ["--moduli", "abc"]),
+    "curriculum_moduli_code": ("curriculum", ["--moduli", "__import__('os')"], ["--moduli", "__import__"]),
+    "curriculum_moduli_deep_parentheses": ("curriculum", ["--moduli", "(" * 100 + "2" + ")" * 100], ["--moduli"]),
+    "curriculum_moduli_negative_exponent": ("curriculum", ["--moduli", "256,2**-1"], ["--moduli", "2**-1"]),
+    "curriculum_moduli_repeat": ("curriculum", ["--moduli", "256,2**8"], ["--moduli", "repeat"]),
+    "curriculum_moduli_int64_max": ("curriculum", ["--moduli", "256,2**63-1"], ["--vocab_size"]),
+    "curriculum_bits_to_keep_tower": ("curriculum", ["--bits_to_keep", "8,9**9**9"], ["--bits_to_keep", "9**9**9"]),
+    "curriculum_bits_to_keep_zero": ("curriculum", ["--bits_to_keep", "8,0"], ["--bits_to_keep", "0"]),
+    "curriculum_batch_100m": ("curriculum", ["--batch_size", "100000000"], ["--batch_size", "100000000"]),
+    "curriculum_main_seed_negative": ("curriculum", ["--main_seed", "-1"], ["--main_seed", "-1"]),
+    "curriculum_data_seed_plus_1000_overflows": ("curriculum", ["--data_seed", str(INT64_MAX)],
+                                                 ["--data_seed", str(INT64_MAX)]),
+    "curriculum_beta1_above_1": ("curriculum", ["--beta1", "1.5"], ["--beta1", "1.5"]),
+    "curriculum_weight_decay_nan": ("curriculum", ["--weight_decay", "nan"], ["--weight_decay", "nan"]),
+    "curriculum_lr_min_inf": ("curriculum", ["--lr_min", "inf"], ["--lr_min", "inf"]),
+    "curriculum_vocab_2_40": ("curriculum", ["--vocab_size", "1099511627776"], ["--vocab_size", "1099511627776"]),
+    "curriculum_phase_weights_short": ("curriculum", ["--custom_phases", '[{"phase_steps": 2, "end_weights": [1]}]'],
+                                       ["--custom_phases", "end_weights"]),
+    "curriculum_phases_not_a_list": ("curriculum", ["--custom_phases", '{"phase_steps": 2}'], ["--custom_phases"]),
+    "curriculum_phases_not_json": ("curriculum", ["--custom_phases", "[{"], ["--custom_phases", "JSON"]),
+    "curriculum_sampler_interval_zero": ("curriculum", ["--sampler_update_interval", "0"],
+                                         ["--sampler_update_interval", "0"]),
+    "curriculum_transition_type_unknown": ("curriculum", ["--transition_type", "sigmoid"],
+                                           ["--transition_type", "sigmoid"]),
+    "curriculum_n_embd_huge": ("curriculum", ["--n_embd", str(2**40), "--n_head", "1"], ["--n_embd", str(2**40)]),
+
+    # curriculum YAML: the key is named as the YAML names it
+    "yaml_batch_size_1e30": ("yaml", [yaml_with("training", batch_size="1e30")], ["training.batch_size"]),
+    "yaml_batch_size_inf": ("yaml", [yaml_with("training", batch_size=float("inf"))], ["training.batch_size", "inf"]),
+    "yaml_lr_trgt_inf": ("yaml", [yaml_with("training", lr_trgt=float("inf"))], ["training.lr_trgt", "inf"]),
+    "yaml_weight_decay_nan": ("yaml", [yaml_with("training", weight_decay=float("nan"))],
+                              ["training.weight_decay", "nan"]),
+    "yaml_weight_decay_negative": ("yaml", [yaml_with("training", weight_decay="-1e-2")], ["training.weight_decay"]),
+    "yaml_beta2_is_1": ("yaml", [yaml_with("training", beta2=1)], ["training.beta2", "1"]),
+    "yaml_main_seed_negative": ("yaml", [yaml_with("seeds", main_seed=-1)], ["seeds.main_seed", "-1"]),
+    "yaml_data_seed_1e23": ("yaml", [yaml_with("seeds", data_seed="1e23")], ["seeds.data_seed"]),
+    "yaml_n_embd_huge": ("yaml", [yaml_with("model", n_embd="1e12", n_head=1)], ["model.n_embd"]),
+    "yaml_vocab_2_40": ("yaml", [yaml_with("data", vocab_size=1099511627776)], ["data.vocab_size", "1099511627776"]),
+    "yaml_seq_len_1": ("yaml", [yaml_with("data", seq_len=1)], ["data.seq_len", "1"]),
+    "yaml_modulus_1e30": ("yaml", [yaml_with("curriculum", moduli=[256, "1e30"])], ["curriculum.moduli"]),
+    "yaml_bits_to_keep_99": ("yaml", [yaml_with("curriculum", bits_to_keep=[8, 99])], ["curriculum.bits_to_keep", "99"]),
+    "yaml_sampler_interval_zero": ("yaml", [yaml_with("curriculum", sampler_update_interval=0)],
+                                   ["curriculum.sampler_update_interval", "0"]),
+    "yaml_phase_bad_weights": ("yaml", [yaml_with("curriculum", phases=[{"phase_steps": 2, "end_weights": [1]}])],
+                               ["curriculum.phases", "end_weights"]),
+    "yaml_unknown_transition": ("yaml", [yaml_with("curriculum", phases=[{"phase_steps": 2, "end_weights": [1, 1],
+                                                                          "transition": "sigmoid"}])],
+                                ["curriculum.phases", "sigmoid"]),
+    "yaml_unknown_lr_decay": ("yaml", [yaml_with("curriculum", phases=[{"phase_steps": 2, "end_weights": [1, 1],
+                                                                        "lr_decay": "linear"}])],
+                              ["curriculum.phases", "lr_decay"]),
+    "yaml_n_layer_not_a_number": ("yaml", [yaml_with("model", n_layer="two")], ["model.n_layer", "two"]),
+    "yaml_unknown_key": ("yaml", [yaml_with("training", learning_rate=1)], ["training.learning_rate"]),
+    "yaml_flag_overrides_and_is_named": ("yaml", [YAML_OK, "--batch_size", "0"], ["--batch_size", "0"]),
+    "yaml_not_utf8": ("yaml", [b"model: {n_layer: \xff}\n"], ["NOT_UTF8", "UTF-8"]),
+    "yaml_missing_file": ("yaml", [None], ["cannot read config", "ABSENT_YAML"]),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    results = root / "results"
+    results.mkdir()
+    (results / "eval_earlier_run.tab").write_text("step\ttest_loss\n0\t1.0\n")  # a finished run's file
+    np.savez(root / "huge.npz", train_a=np.array([5, 2**63], dtype=np.uint64))
+    return {"RESULTS": str(results), "ROOT": root, "HUGE_NPZ": str(root / "huge.npz"),
+            "MISSING_NPZ": str(root / "missing.npz"), "NOT_UTF8": str(root / "latin1.yaml"),
+            "ABSENT_YAML": str(root / "absent.yaml")}
+
+
+def fingerprint(folder) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, names in sorted(os.walk(folder)):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            digest.update(path.encode())
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+        digest.update(repr(sorted(dirs)).encode())
+    return digest.hexdigest()
+
+
+def argv_for(case, files):
+    script, args, fragments = BAD[case]
+    sub = lambda text: files.get(text, text)
+    fragments = [sub(f) for f in fragments]
+    if script == "single":
+        return prng_train_lowmem, [*SINGLE, *map(sub, args)], fragments
+    if script == "curriculum":
+        return curriculum_lowmem, [*CURRICULUM, *map(sub, args)], fragments
+    config, extra = args[0], list(args[1:])
+    if config is None:
+        path = files["ABSENT_YAML"]
+    elif isinstance(config, bytes):
+        path = files["NOT_UTF8"]
+        with open(path, "wb") as fh:
+            fh.write(config)
+    else:
+        path = str(files["ROOT"] / f"{case}.yaml")
+        with open(path, "w") as fh:
+            yaml.safe_dump(config, fh)
+    return curriculum_lowmem, ["--config", path, *extra], fragments
+
+
+class Hung(Exception):
+    pass
+
+
+def _hung(signum, frame):
+    raise Hung(f"a bad input took more than {CASE_SECONDS} s")
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(files, capsys, monkeypatch, case):
+    script, argv, fragments = argv_for(case, files)
+
+    def built(*a, **k):
+        raise AssertionError("data or a model was built for bad input")
+    for module in (prng_train_lowmem, curriculum_lowmem):
+        monkeypatch.setattr(module, "PRNGDataset", built, raising=False)
+        monkeypatch.setattr(module, "build_model", built, raising=False)
+    before = fingerprint(files["RESULTS"])
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(CASE_SECONDS)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            script.main([*argv, "--results_dir", files["RESULTS"]])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    captured = capsys.readouterr()
+    assert stop.value.code == 2, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in captured.err + captured.out
+    assert fingerprint(files["RESULTS"]) == before
+
+
+def test_the_table_covers_both_scripts_and_the_yaml():
+    kinds = [script for script, _, _ in BAD.values()]
+    assert len(BAD) >= 60 and {kinds.count(k) >= 15 for k in ("single", "curriculum", "yaml")} == {True}
+
+
+@pytest.mark.parametrize("script, args, fragment", [
+    ("prng_train_lowmem.py", [*SINGLE, "--main_seed", "-1"], "--main_seed"),
+    ("curriculum_lowmem.py", [*CURRICULUM, "--moduli", "64,9**9**9"], "--moduli"),
+])
+def test_bad_input_from_the_command_line(tmp_path, script, args, fragment):
+    # What a user sees: the status and stderr of the process, no traceback, no files.
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, script, *args, "--results_dir", str(out)], cwd=REPO, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The bounded expression parser of --moduli / --bits_to_keep
+
+@pytest.mark.parametrize("text, value", [("256", 256), ("2**18", 2**18), ("3*2**10+1", 3 * 2**10 + 1),
+                                         ("(2**4)**2", 256), ("2**3**2", 2**9), ("-2**2+10", 6),
+                                         ("2**63-1", 2**63 - 1), (" 4 * 4 ", 16), ("1**1000000", 1)])
+def test_integer_expressions_evaluate_as_python_does(text, value):
+    assert int_expr(text) == value == eval(text)
+
+
+@pytest.mark.parametrize("text", ["9**9**9", "2**63", "2**64-1", "2**62*4", "10**19", "2**-1", "1/2", "2.5",
+                                  "", "(2", "2)", "a", "2 3", "()", "(" * 40 + "1" + ")" * 40, "1" * 300])
+def test_integer_expressions_out_of_range_or_malformed_are_refused(text):
+    with pytest.raises(ValueError):
+        int_expr(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. What the original accepted is accepted, with its meaning (one printed line where it surprises).
+
+def single_config(*args, log=print):
+    cfg = prng_train_lowmem.build_parser().parse_args([*SINGLE, *map(str, args)])
+    return prng_train_lowmem.setup_config(cfg, 1, log=log)
+
+
+def curriculum_config(*args, log=print):
+    cfg = curriculum_lowmem.load_config([*CURRICULUM, *map(str, args)])
+    return curriculum_lowmem.setup_config(cfg, 1, log=log)
+
+
+def test_a_vocab_size_below_the_base_is_raised_to_the_base(tmp_path, capsys):
+    # The original: `--base 512 --vocab_size 256` gave a 512-token model named vs512.
+    cfg = single_config("--m", "512", "--base", "512", "--vocab_size", "256")
+    assert cfg.vocab_size == 512 and "_vs512_sl9_b512_" in prng_train_lowmem.base_name(cfg)
+    assert "--vocab_size 256 is smaller than the base 512" in capsys.readouterr().out
+    assert prng_train_lowmem.main([*SINGLE, "--m", "512", "--base", "512", "--vocab_size", "256", "--num_steps", "1",
+                                   "--save_params", "--results_dir", str(tmp_path)]) == 0
+    params = torch.load(next(tmp_path.glob("params_*_vs512_*.pth")), weights_only=True)
+    assert params["transformer.wte.weight"].shape[0] == 512
+
+
+@pytest.mark.parametrize("lr_trgt, lr_min", [(1e-3, 0.0), (1e-4, 1e-3)])
+def test_lr_min_zero_and_lr_min_above_lr_trgt_are_accepted(capsys, lr_trgt, lr_min):
+    for configure in (single_config, curriculum_config):
+        cfg = configure("--lr_trgt", lr_trgt, "--lr_min", lr_min)
+        assert (cfg.lr_trgt, cfg.lr_min) == (lr_trgt, lr_min)
+        out = capsys.readouterr().out
+        assert ("lr_min 0.001 > lr_trgt 0.0001" in out) == (lr_min > lr_trgt)
+
+
+def test_phases_with_longer_transition_or_warmup_are_accepted(capsys):
+    phases = [{"phase_steps": 10, "transition_steps": 400, "warmup_steps": 20, "start_weights": [1, 0],
+               "end_weights": [0, 1]}, {"phase_steps": 2, "end_weights": [0, 1]}]
+    cfg = curriculum_config("--custom_phases", json.dumps(phases))
+    out = capsys.readouterr().out
+    assert "transition_steps 400 > phase_steps 10" in out and "warmup_steps 20 > phase_steps 10" in out
+    assert cfg.num_steps == 12 and cfg.phase_list[0].transition_steps == 400
+
+
+def test_pcg_types_joined_to_lcg_without_control_bits_take_0(capsys):
+    cfg = single_config("--type", "LCG+XSLRR", "--m", "1024")
+    assert [c.label for c in cfg.combos] == ["LCG", "XSLRR_cb0"] and cfg.control_bits == "0"
+    assert "XSLRR run with control bits 0" in capsys.readouterr().out
+    assert prng_train_lowmem.base_name(cfg).startswith("LCG+XSLRR_m1024_cb0_")
+
+
+def test_pretrained_model_of_another_depth_loads_its_matching_tensors(tmp_path, capsys):
+    from utils.pretrained import load_pretrained
+    shape = dict(block_size=8, vocab_size=256, n_head=2, n_embd=32)
+    deep = build_model(GPTConfig(n_layer=2, **shape), False)
+    torch.save(deep.state_dict(), tmp_path / "deep.pth")
+    shallow = build_model(GPTConfig(n_layer=1, **{**shape, "vocab_size": 1024}), False)
+    load_pretrained(shallow, str(tmp_path / "deep.pth"))
+    line = capsys.readouterr().out
+    assert "missing 0" in line and "unexpected" in line and "transformer.h.1." in line
+    for name, tensor in shallow.state_dict().items():
+        source = deep.state_dict()[name]
+        assert torch.equal(tensor[:len(source)], source), name  # the token table: its first 256 rows
+    # And the other way: a deeper model keeps its initialisation where the file has nothing.
+    shallow_file = build_model(GPTConfig(n_layer=1, **shape), False)
+    torch.save(shallow_file.state_dict(), tmp_path / "shallow.pth")
+    deeper = build_model(GPTConfig(n_layer=2, **shape), False)
+    init = {k: v.clone() for k, v in deeper.state_dict().items()}
+    load_pretrained(deeper, str(tmp_path / "shallow.pth"))
+    assert "missing" in capsys.readouterr().out
+    assert torch.equal(deeper.state_dict()["transformer.h.1.mlp.c_fc.weight"], init["transformer.h.1.mlp.c_fc.weight"])
+    assert torch.equal(deeper.state_dict()["transformer.h.0.mlp.c_fc.weight"],
+                       shallow_file.state_dict()["transformer.h.0.mlp.c_fc.weight"])
+    # A file that shares nothing but the token table stays an error.
+    torch.save({"transformer.wte.weight": torch.zeros(256, 32), "encoder.layer.0.weight": torch.zeros(3)},
+               tmp_path / "foreign.pth")
+    with pytest.raises(ValueError, match="shares no tensor"):
+        load_pretrained(deeper, str(tmp_path / "foreign.pth"))
+
+
+def test_pretrained_of_another_depth_through_the_script(tmp_path, capsys):
+    deep = build_model(GPTConfig(block_size=8, vocab_size=256, n_layer=2, n_head=2, n_embd=32), False)
+    torch.save(deep.state_dict(), tmp_path / "deep.pth")
+    assert curriculum_lowmem.main([*CURRICULUM, "--n_embd", "32", "--pretrained_path", str(tmp_path / "deep.pth"),
+                                   "--results_dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained: loaded" in out and "unexpected 12" in out
+
+
+def test_saved_curriculum_config_carries_the_original_key_names(tmp_path):
+    config = yaml_with("curriculum", bits_to_keep=[8])
+    config["wandb"] = {"api_key": "secret-key-123"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert curriculum_lowmem.main(["--config", str(path), "--save_params", "--results_dir", str(tmp_path / "out")]) == 0
+    saved = torch.load(next((tmp_path / "out").glob("multi_curriculum_model_lazy_*.pt")), weights_only=True)["config"]
+    assert saved["custom_phases"] == saved["phases"] == config["curriculum"]["phases"]
+    assert saved["moduli_bits_to_keep"] == [8] and saved["bits_to_keep"] == [8, 10]
+    assert saved["_yaml_config"]["training"] == config["training"]
+    assert "secret-key-123" not in repr(saved)
+
+
+def test_every_flag_of_both_scripts_is_in_the_readme():
+    with open(os.path.join(REPO, "README.md")) as fh:
+        readme = fh.read()
+    for script in (prng_train_lowmem, curriculum_lowmem):
+        for action in script.build_parser()._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in readme, (script.__name__, flag)

@@ -1,0 +1,59 @@
+"""Pretrained weights for the curriculum: this project's params, checkpoint and curriculum-model files
+and the original's. A load failure is an error, never a silent random start."""
+from __future__ import annotations
+
+import torch
+
+from .gpt2 import strip_compile_prefix
+from .results import load_foreign
+
+TIED = ("transformer.wte.weight", "lm_head.weight")  # one tensor: the token table is the output layer
+
+
+def read_state_dict(path: str) -> dict:
+    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
+    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
+    obj = load_foreign(path, "pretrained file")
+    if isinstance(obj, dict) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"pretrained file {path} holds no state dict")
+    state = strip_compile_prefix(obj)
+    if "transformer.wte.weight" not in state:
+        raise ValueError(f"pretrained file {path} has no transformer.wte.weight (not a model of this project)")
+    return state
+
+
+def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
+    """Load weights into `model` as the original did (`load_state_dict(strict=False)`): tensors present
+    in both load, the model's other tensors keep their initialisation, the file's extra tensors are
+    ignored, and one line lists what was loaded, missing and unexpected (a file of another depth loads
+    its common layers). The token table is copied row by row, min(old, new) rows, so a model trained on
+    a smaller vocabulary starts a larger one. A file that shares no tensor with the model besides the
+    token table, or a tensor of another shape, is an error. Returns the pretrained vocabulary size."""
+    state = read_state_dict(path)
+    wte = state.pop("transformer.wte.weight")
+    state.pop("lm_head.weight", None)
+    own = {k: v for k, v in model.state_dict().items() if k not in TIED}
+    common = sorted(set(own) & set(state))
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if not common and own:
+        raise ValueError(f"pretrained file {path} shares no tensor with the model (it has {sorted(state)[:3]}...)")
+    for key in common:
+        if state[key].shape != own[key].shape:
+            raise ValueError(f"pretrained file {path}: {key} has shape {tuple(state[key].shape)}, the model needs "
+                             f"{tuple(own[key].shape)}")
+    target = model.transformer.wte.weight
+    if wte.shape[1] != target.shape[1]:
+        raise ValueError(f"pretrained file {path}: embedding width {wte.shape[1]} != n_embd {target.shape[1]}")
+    model.load_state_dict({k: state[k] for k in common}, strict=False)
+    rows = min(wte.shape[0], target.shape[0])
+    if wte.shape[0] > target.shape[0]:
+        log(f"warning: pretrained vocabulary {wte.shape[0]} is larger than {target.shape[0]}; extra rows dropped")
+    with torch.no_grad():
+        target[:rows].copy_(wte[:rows])
+    assert model.lm_head.weight is model.transformer.wte.weight
+    log(f"pretrained: loaded {path}: {len(common) + 1} tensors (vocabulary {wte.shape[0]} -> {target.shape[0]}, "
+        f"{rows} rows copied); missing {len(missing)}{' ' + str(missing[:6]) if missing else ''}, "
+        f"unexpected {len(unexpected)}{' ' + str(unexpected[:6]) if unexpected else ''}")
+    return int(wte.shape[0])
