@@ -1,5 +1,5 @@
 """Output files: atomic writes (temp + fsync + rename) that fail with one WriteError naming the file,
-tables, npz and torch files; pretrained weights."""
+tables, npz and torch files; safe loading of files this project or the original wrote."""
 from __future__ import annotations
 
 import contextlib
@@ -92,7 +92,7 @@ def save_table(rows: list[dict], columns: list[str], path: str, *, sep: str = ",
 
 
 # --------------------------------------------------------------------------------------------------
-# Pretrained weights (D17)
+# Loading files this project or the original wrote (pretrained weights: utils/pretrained.py)
 
 def load_foreign(path: str, what: str):
     """torch.load(weights_only=True) of a file this project or the original wrote: besides tensors and
@@ -111,50 +111,6 @@ def load_foreign(path: str, what: str):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise ValueError(f"{what} {path} could not be loaded safely: {first_line(err)}") from None
-
-
-def read_state_dict(path: str) -> dict:
-    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
-    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
-    from .gpt2 import strip_compile_prefix
-    obj = load_foreign(path, "pretrained file")
-    if isinstance(obj, dict) and "model_state_dict" in obj:
-        obj = obj["model_state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"pretrained file {path} holds no state dict")
-    state = strip_compile_prefix(obj)
-    if "transformer.wte.weight" not in state:
-        raise ValueError(f"pretrained file {path} has no transformer.wte.weight (not a model of this project)")
-    return state
-
-
-def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
-    """Load weights into `model`, copying the first min(old, new) token-embedding rows when the
-    vocabulary changes (spec 7.3). Every other tensor must match by name and shape. Returns the
-    pretrained vocabulary size."""
-    state = read_state_dict(path)
-    wte = state.pop("transformer.wte.weight")
-    state.pop("lm_head.weight", None)  # tied to wte
-    own = {k: v for k, v in model.state_dict().items() if k not in ("transformer.wte.weight", "lm_head.weight")}
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"pretrained file {path} does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"pretrained file {path}: {key} has shape {tuple(value.shape)}, the model needs "
-                             f"{tuple(own[key].shape)}")
-    target = model.transformer.wte.weight
-    if wte.shape[1] != target.shape[1]:
-        raise ValueError(f"pretrained file {path}: embedding width {wte.shape[1]} != n_embd {target.shape[1]}")
-    model.load_state_dict(state, strict=False)
-    rows = min(wte.shape[0], target.shape[0])
-    if wte.shape[0] > target.shape[0]:
-        log(f"warning: pretrained vocabulary {wte.shape[0]} is larger than {target.shape[0]}; extra rows dropped")
-    with torch.no_grad():
-        target[:rows].copy_(wte[:rows])
-    assert model.lm_head.weight is model.transformer.wte.weight
-    log(f"pretrained: loaded {path} (vocabulary {wte.shape[0]} -> {target.shape[0]}, {rows} rows copied)")
-    return int(wte.shape[0])
 
 
 def save_shared(path: str, obj: dict, log=print) -> str:
