@@ -71,3 +71,38 @@ def test_the_gpu_check_reads_every_rank_through_the_store(monkeypatch, tmp_path)
             distributed.check_distinct_gpus(0, 2, torch.device("cuda", 0))
     finally:
         dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. One evaluation pass gives every type's metrics: equal to evaluating each type's set on its own.
+
+def test_one_pass_per_type_metrics_equal_separate_passes():
+    import numpy as np
+    from utils.data import PRNGDataset, eval_shards, parse_combos
+    from utils.distributed import DistInfo
+    from utils.evaluation import evaluate
+    from utils.gpt2 import GPTConfig, build_model
+    from utils.params import split_ac
+    m, seq_len = 1024, 9
+    combos = parse_combos("LCG+XSLRR", "1,2", m, 10, log=lambda *a: None)
+    split = split_ac(m, 4, 4, 3, 3, np.random.default_rng(1))
+    test = PRNGDataset(m, combos, split.test_a, split.test_c, 1, seq_len, m, 1, data_seed=1)
+    torch.manual_seed(0)
+    model = build_model(GPTConfig(block_size=seq_len - 1, vocab_size=m, n_layer=1, n_head=2, n_embd=32), False)
+    kw = dict(info=DistInfo(), dtype=torch.float32, digits=1, positions=True)
+    # batches of 4 over 27 sequences: batches mix types and the last one is short
+    both = evaluate(model, test, list(eval_shards(len(test), 4)), per_combo=True, **kw)
+    plain = evaluate(model, test, list(eval_shards(len(test), 4)), **kw)
+    assert len(both["per_combo"]) == 3
+    for key in ("acc", "last_acc"):
+        assert both[key] == plain[key]
+    assert both["loss"] == pytest.approx(plain["loss"], rel=1e-6)
+    for j, got in enumerate(both["per_combo"]):
+        alone = test.for_combo(j)
+        want = evaluate(model, alone, list(eval_shards(len(alone), 4)), **kw)
+        assert got["acc"] == want["acc"] and got["last_acc"] == want["last_acc"], j
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)  # float32 sums in another order
+        np.testing.assert_array_equal(got["pos_acc"], want["pos_acc"])
+        np.testing.assert_array_equal(got["num_acc"], want["num_acc"])
+    # the combined set is the three types' sets: its accuracy is their mean (9 sequences each)
+    assert both["acc"] == pytest.approx(np.mean([p["acc"] for p in both["per_combo"]]), rel=1e-12)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import to_device
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -32,36 +33,87 @@ def number_correct(hit: torch.Tensor, digits: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtype, digits: int,
-             positions: bool = False) -> dict:
+             positions: bool = False, per_combo: bool = False) -> dict:
     """Loss (token-weighted mean), token accuracy and last-number accuracy over this rank's
     `index_batches`, summed exactly over all ranks. With positions=True also per-token-position
-    ('pos_acc', length C) and per-number-position ('num_acc', length seq_len - 1) accuracy."""
+    ('pos_acc', length C) and per-number-position ('num_acc', length seq_len - 1) accuracy.
+
+    With per_combo=True (a PRNGDataset) also 'per_combo': the same metrics for each of the dataset's
+    combinations, in its order, from the same pass: the combination of each row is known from its
+    index (PRNGDataset.locate), so a multi-type test set is evaluated once, not once more per type.
+
+    What the host knows (token and sequence counts) is counted on the host; the device's sums are
+    read once, after the last batch, so evaluation does not wait for the device batch by batch."""
     was_training = model.training
     model.eval()
     C = dataset.seq_len * digits - 1
-    totals = torch.zeros(5, dtype=torch.float64, device=info.device)  # loss, tokens, correct, last, seqs
+    K = len(dataset.combos) if per_combo else 0
+    sums = torch.zeros(3 + 3 * K, dtype=torch.float64, device=info.device)  # loss, correct, last (+ per combo)
     pos = torch.zeros(C, dtype=torch.float64, device=info.device)
     num = torch.zeros(dataset.seq_len - 1, dtype=torch.float64, device=info.device)
+    pos_k = torch.zeros(K, C, dtype=torch.float64, device=info.device)  # per combo, with positions
+    num_k = torch.zeros(K, dataset.seq_len - 1, dtype=torch.float64, device=info.device)
+    counts = np.zeros(1 + K)  # sequences (+ per combo), counted on the host
     for idx in index_batches:
+        idx = np.asarray(idx)
         x, y = dataset.batch(idx, info.device)  # made on the device already
         with autocast(info.device, dtype):
             logits, _ = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        flat_logits = logits.float().reshape(-1, logits.size(-1))
+        counts[0] += len(idx)
+        if K:
+            token_loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="none").view(len(idx), -1)
+            loss = token_loss.sum()
+        else:
+            loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="sum")
         correct, last, hit = batch_counts(logits, y, digits)
-        totals += torch.stack([loss.double(), torch.tensor(y.numel(), device=info.device, dtype=torch.float64),
-                               correct.double(), last.double(), torch.tensor(len(y), device=info.device, dtype=torch.float64)])
+        sums[:3] += torch.stack([loss.double(), correct.double(), last.double()])
+        if K:
+            combo = dataset.locate(idx)[0]
+            counts[1:] += np.bincount(combo, minlength=K)
+            rows = torch.stack([token_loss.double().sum(1), hit.sum(1).double(),
+                                hit[:, -digits:].all(-1).double()], 1)  # (B, 3)
+            combo_dev = to_device(combo.astype(np.int64), info.device)
+            per = torch.zeros(K, 3, dtype=torch.float64, device=info.device)
+            per.index_add_(0, combo_dev, rows)
+            sums[3:] += per.reshape(-1)
         if positions:
+            numbers = number_correct(hit, digits)
             pos += hit.sum(0)
-            num += number_correct(hit, digits).sum(0)
-    flat = all_reduce_sum(torch.cat([totals, pos, num]), info).cpu().numpy()
+            num += numbers.sum(0)
+            if K:
+                pos_k.index_add_(0, combo_dev, hit.double())
+                num_k.index_add_(0, combo_dev, numbers.double())
+    host = torch.from_numpy(counts).to(info.device)
+    flat = all_reduce_sum(torch.cat([sums, host, pos, num, pos_k.reshape(-1), num_k.reshape(-1)]), info).cpu().numpy()
     model.train(was_training)
-    loss_sum, tokens, correct, last, seqs = flat[:5].tolist()  # python floats: checkpoints load weights_only
-    if tokens == 0:
+    sums_h, counts_h = flat[:3 + 3 * K], flat[3 + 3 * K:4 + 4 * K]
+    S1 = dataset.seq_len - 1
+    pos_h, num_h = flat[4 + 4 * K:4 + 4 * K + C], flat[4 + 4 * K + C:4 + 4 * K + C + S1]
+    pos_kh = flat[4 + 4 * K + C + S1:4 + 4 * K + C + S1 + K * C].reshape(K, C)
+    num_kh = flat[4 + 4 * K + C + S1 + K * C:].reshape(K, S1)
+
+    def metrics(loss_sum, correct, last, seqs):  # python floats: checkpoints load weights_only
+        tokens = seqs * C
+        return {"loss": float(loss_sum / tokens), "acc": float(correct / tokens), "last_acc": float(last / seqs)}
+
+    if counts_h[0] == 0:
         raise ValueError("evaluation over an empty dataset")
-    out = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs}
+    out = metrics(*sums_h[:3], counts_h[0])
     if positions:
-        out["pos_acc"] = flat[5:5 + C] / seqs
-        out["num_acc"] = flat[5 + C:] / seqs
+        out["pos_acc"] = pos_h / counts_h[0]
+        out["num_acc"] = num_h / counts_h[0]
+    if K:
+        out["per_combo"] = []
+        for k in range(K):
+            seqs = counts_h[1 + k]
+            if seqs == 0:  # no row of this combination was evaluated
+                out["per_combo"].append(None)
+                continue
+            one = metrics(*sums_h[3 + 3 * k:6 + 3 * k], seqs)
+            if positions:
+                one["pos_acc"], one["num_acc"] = pos_kh[k] / seqs, num_kh[k] / seqs
+            out["per_combo"].append(one)
     return out
 
 
