@@ -1,6 +1,42 @@
-"""Shared test set-up."""
+"""Shared test set-up.
+
+The suite runs on the CPU in float32 on every machine: on a GPU host the GPU is hidden
+(CUDA_VISIBLE_DEVICES="" here and in every process a test launches) and `--dtype auto` is pinned to
+float32 on the CPU (PCG_CPU_AUTO_DTYPE), because its exact comparisons hold only there (flash
+attention's backward on a GPU is not deterministic, and bf16 changes every number). The CUDA tests
+(marked `cuda`, tests/test_cuda.py) run only when selected, `pytest -m cuda`, which leaves the GPU
+visible; otherwise, and on machines without a GPU, they are skipped with the reason.
+"""
+import os
+
 import pytest
 import torch
+
+CUDA_ONLY = "cuda"
+
+
+def cuda_selected(config) -> bool:
+    expr = config.getoption("markexpr") or ""
+    return CUDA_ONLY in expr.split() and "not" not in expr.split()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{CUDA_ONLY}: needs a CUDA GPU; run with `pytest -m cuda` (bench/gpu_check.sh)")
+    if not cuda_selected(config):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch about CUDA
+    os.environ["PCG_CPU_AUTO_DTYPE"] = "float32"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not cuda_selected(config):
+        reason = "CUDA test: the CPU suite hides the GPU; run `pytest -m cuda` on a GPU machine"
+    elif not torch.cuda.is_available():
+        reason = "CUDA test: torch sees no CUDA device on this machine"
+    else:
+        return
+    for item in items:
+        if CUDA_ONLY in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

@@ -106,3 +106,51 @@ def test_one_pass_per_type_metrics_equal_separate_passes():
         np.testing.assert_array_equal(got["num_acc"], want["num_acc"])
     # the combined set is the three types' sets: its accuracy is their mean (9 sequences each)
     assert both["acc"] == pytest.approx(np.mean([p["acc"] for p in both["per_combo"]]), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. The suite runs on the CPU in float32 everywhere; --dtype auto on a CPU.
+
+def test_the_suite_is_pinned_to_the_cpu_in_float32():
+    import os
+    import subprocess
+    import sys
+    from tests.helpers import clean_env
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and not torch.cuda.is_available()
+    assert os.environ["PCG_CPU_AUTO_DTYPE"] == "float32"
+    # ... and so is every process a test launches
+    code = ("import torch; from utils.runtime import resolve_dtype; "
+            "print(torch.cuda.is_available(), resolve_dtype('auto', torch.device('cpu'), log=lambda *a: None))")
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.split() == ["False", "torch.float32"], out.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx2 avx512f", torch.float32),
+    ("fpu avx2 avx512f avx512_bf16", torch.float32),  # the test machine: bf16 measured no faster
+    ("fpu avx512f avx512_bf16 amx_bf16 amx_tile", torch.bfloat16),
+], ids=["no_bf16_units", "avx512_bf16", "amx"])
+def test_auto_dtype_on_a_cpu_follows_its_bf16_units(monkeypatch, flags, expected):
+    from utils import precision
+    monkeypatch.delenv(precision.CPU_AUTO_DTYPE_ENV)
+    cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+    dtype, why = precision.auto_cpu_dtype(cpuinfo)
+    assert dtype == expected and why
+    monkeypatch.setenv(precision.CPU_AUTO_DTYPE_ENV, "bfloat16")  # the override wins
+    assert precision.auto_cpu_dtype(cpuinfo) == (torch.bfloat16, "set by PCG_CPU_AUTO_DTYPE")
+    monkeypatch.setenv(precision.CPU_AUTO_DTYPE_ENV, "float16")
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        precision.auto_cpu_dtype(cpuinfo)
+
+
+def test_auto_dtype_is_printed_and_explicit_dtypes_are_kept():
+    from utils.runtime import resolve_dtype
+    lines = []
+    assert resolve_dtype("auto", torch.device("cpu"), log=lines.append) == torch.float32
+    assert lines == ["dtype auto on cpu: float32 (set by PCG_CPU_AUTO_DTYPE)"]
+    assert resolve_dtype("auto", torch.device("cuda", 0), log=lines.append) == torch.bfloat16
+    assert lines[-1] == "dtype auto on cuda: bfloat16 (CUDA)"
+    assert resolve_dtype("bfloat16", torch.device("cpu"), log=lines.append) == torch.bfloat16
+    assert resolve_dtype("float32", torch.device("cuda", 0), log=lines.append) == torch.float32
+    assert len(lines) == 2  # explicit choices print nothing here (the model line names the dtype)
