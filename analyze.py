@@ -16,7 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from utils.analysis import baselines, loading, positions
+from utils.analysis import baselines, embeddings, loading, positions, probes, scaling
+from utils.evaluation import plot_accuracy_by_position
+from utils.results import atomic_write, save_npz, save_table
 
 EXIT_BAD_INPUT = 2
 
@@ -136,8 +138,6 @@ def cmd_eval(args) -> int:
                           "fraction_exact_to_end": float((run == generated).mean())})
             print(f"roll-out {s.label} m={s.m} from position {start}: {run.mean():.1f} of {generated} numbers exact "
                   f"on average, {np.mean(run == generated):.3f} of sequences exact to the end")
-    from utils.evaluation import plot_accuracy_by_position
-    from utils.results import save_table
     paths = {k: os.path.join(args.out, f) for k, f in (("curves", "accuracy_by_position.csv"),
                                                         ("plot", "accuracy_by_position.png"),
                                                         ("summary", "context_needed.csv"), ("rollout", "rollout.csv"))}
@@ -151,6 +151,186 @@ def cmd_eval(args) -> int:
     for key, path in paths.items():
         if key != "rollout" or rolls:
             print(f"  {path}")
+    return 0
+
+
+def cmd_curves(args) -> int:
+    if not 0 < args.tau <= 1:
+        raise ValueError(f"--tau must lie in (0, 1], got {args.tau}")
+    arrays = positions.read_positions(args.positions)
+    steps = arrays.pop("step")
+    keys = [k.strip() for k in args.keys.split(",")] if args.keys else sorted(arrays)
+    for key in keys:
+        if key not in arrays:
+            raise ValueError(f"{args.positions} has no array {key!r}; it has {', '.join(sorted(arrays))}")
+    os.makedirs(args.out, exist_ok=True)
+    rows, over_training = [], {}
+    for key in keys:
+        acc = arrays[key]
+        needed = [positions.context_needed(row, args.tau) for row in acc]
+        over_training[key] = needed
+        rows += [{"step": int(st), "key": key, "tau": args.tau, "context_needed": n if n is not None else "",
+                  "last_accuracy": float(row[-1]), "mean_accuracy": float(row.mean())}
+                 for st, row, n in zip(steps, acc, needed)]
+        path = os.path.join(args.out, f"curves_{key}.png")
+        positions.plot_over_training(path, steps, acc, title=f"{key}: test accuracy by position during training")
+        print(f"{key}: context needed at step {int(steps[-1])}: {needed[-1] if needed[-1] is not None else 'not reached'}"
+              f"; written {path}")
+    table = os.path.join(args.out, "context_needed_over_training.csv")
+    save_table(rows, list(rows[0]), table)
+    plot = os.path.join(args.out, "context_needed_over_training.png")
+    positions.plot_needed_over_training(plot, steps, over_training, args.tau, len(next(iter(arrays.values()))[0]))
+    print(f"files written:\n  {table}\n  {plot}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    if args.components < 1:
+        raise ValueError(f"--components must be >= 1, got {args.components}")
+    state, config = loading.read_model_file(args.model)
+    wte = state["transformer.wte.weight"].float().numpy()
+    n_tokens = args.tokens or int((config or {}).get("base") or 0) or len(wte)
+    n_tokens = min(n_tokens, len(wte))
+    if n_tokens < 2:
+        raise ValueError(f"--tokens must be >= 2, got {n_tokens}")
+    coords, ratio = embeddings.pca(wte[:n_tokens])
+    k = min(args.components, coords.shape[1])
+    w, labels = embeddings.token_properties(n_tokens)
+    os.makedirs(args.out, exist_ok=True)
+    variance = os.path.join(args.out, "embed_variance.csv")
+    save_table([{"component": i + 1, "explained_variance": float(r), "cumulative": float(c)}
+                for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))], ["component", "explained_variance", "cumulative"],
+               variance)
+    scores = embeddings.separation_scores(coords, labels, k)
+    score_path = os.path.join(args.out, "embed_scores.csv")
+    save_table(scores, list(scores[0]), score_path)
+    pairs = [(i, j) for i, j in ((0, 1), (0, 2), (1, 2), (2, 3)) if j < coords.shape[1]]
+    written = [variance, score_path]
+    for name in embeddings.PROPERTIES:
+        path = os.path.join(args.out, f"embed_{name}.png")
+        embeddings.plot_pairs(path, coords, labels[name], name, pairs,
+                              f"token embedding PCA ({n_tokens} tokens, {w} bits), coloured by {name}")
+        written.append(path)
+    print(f"top {k} components explain {ratio[:k].sum():.3f} of the variance")
+    for row in scores:
+        print(f"  {row['property']:15s} {row['classes']:4d} classes: nearest-centroid accuracy {row['accuracy']:.3f} "
+              f"(shuffled labels {row['shuffled_accuracy']:.3f})")
+    print("files written:\n" + "\n".join(f"  {p}" for p in written))
+    return 0
+
+
+def cmd_layers(args) -> int:
+    loaded, device, dtype = load(args)
+    sets = test_sets(args, loaded.settings)
+    by_m = {}
+    for s in sets:
+        by_m.setdefault(s.m, []).append(s)
+    if all(len(v) < 2 for v in by_m.values()):
+        raise ValueError("layers compares generators: the model must be trained (or --type given) with several "
+                         "types or control bits, e.g. a '+'-joined --type")
+    m, group = next((m, g) for m, g in by_m.items() if len(g) >= 2)
+    seq_len, d = group[0].dataset.seq_len, group[0].dataset.digits
+    wanted = loading.parse_int_list(args.positions, "positions") or sorted(
+        {min(2 ** i, seq_len - 1) for i in range(int(math.log2(seq_len - 1)) + 1)} | {seq_len - 1})
+    if min(wanted) < 1 or max(wanted) > seq_len - 1:
+        raise ValueError(f"--positions must lie in [1, {seq_len - 1}], got {wanted}")
+    feats, labels = None, []
+    for j, s in enumerate(group):
+        ds = s.dataset
+        for idx in np.array_split(np.arange(len(ds)), max(1, len(ds) // args.batch_size)):
+            x, _ = ds.batch(idx, device)
+            streams = probes.residual_streams(loaded.model, x)
+            chunk = np.stack([st[:, [p * d - 1 for p in wanted]].numpy() for st in streams])  # (L+1, B, P, E)
+            feats = chunk if feats is None else np.concatenate([feats, chunk], 1)
+            labels += [j] * len(idx)
+    labels = np.array(labels)
+    chance = np.bincount(labels).max() / len(labels)
+    rows = [{"m": m, "layer": layer, "position": p, "accuracy": probes.linear_probe(feats[layer, :, i], labels),
+             "chance": float(chance), "classes": len(group), "sequences": len(labels)}
+            for layer in range(feats.shape[0]) for i, p in enumerate(wanted)]
+    os.makedirs(args.out, exist_ok=True)
+    table = os.path.join(args.out, "layer_probe.csv")
+    save_table(rows, list(rows[0]), table)
+    plot = os.path.join(args.out, "layer_probe.png")
+    plot_accuracy_by_layer(plot, rows, wanted, feats.shape[0], chance, [s.label for s in group])
+    written = [table, plot]
+    first = group[0].dataset
+    n_first = len(first)
+    for i in loading.parse_int_list(args.attention, "attention") or []:
+        if not 0 <= i < n_first * len(group):
+            raise ValueError(f"--attention: sequence {i} is not in [0, {n_first * len(group)})")
+        s = group[i // n_first]
+        x, _ = s.dataset.batch(np.array([i % n_first]), device)
+        maps = probes.attention_maps(loaded.model, x)
+        base = os.path.join(args.out, f"attention_{i}")
+        save_npz(base + ".npz", attention=maps, tokens=x.cpu().numpy()[0])
+        plot_attention(base + ".png", maps, f"{s.label} m={m}, sequence {i}")
+        written += [base + ".npz", base + ".png"]
+    for layer in range(feats.shape[0]):
+        accs = [r["accuracy"] for r in rows if r["layer"] == layer]
+        print(f"layer {layer}: probe accuracy {min(accs):.3f}-{max(accs):.3f} over positions (chance {chance:.3f})")
+    print("files written:\n" + "\n".join(f"  {p}" for p in written))
+    return 0
+
+
+def plot_accuracy_by_layer(path, rows, wanted, n_layers, chance, labels):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for layer in range(n_layers):
+        ax.plot(wanted, [r["accuracy"] for r in rows if r["layer"] == layer], marker="o", ms=3,
+                label="embedding" if layer == 0 else f"after block {layer}")
+    ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+    ax.set(xscale="log", xlabel="position (numbers in the context)", ylabel="held-out probe accuracy", ylim=(0, 1.02),
+           title=f"linear probe for the generator ({', '.join(labels)})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_attention(path, maps, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n_layer, n_head = maps.shape[:2]
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(2.6 * n_head, 2.6 * n_layer), squeeze=False)
+    for i in range(n_layer):
+        for j in range(n_head):
+            axes[i, j].imshow(maps[i, j], cmap="viridis", vmin=0, vmax=1)
+            axes[i, j].set_title(f"layer {i + 1} head {j + 1}", fontsize=8)
+            axes[i, j].axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def cmd_scaling(args) -> int:
+    if not 0 < args.tau <= 1:
+        raise ValueError(f"--tau must lie in (0, 1], got {args.tau}")
+    points = [p for path in args.runs for p in scaling.points_from(path, args.tau, args.source)]
+    reached = [p for p in points if p["context_needed"] is not None]
+    for p in points:
+        if p["context_needed"] is None:
+            print(f"left out (accuracy never stays >= {args.tau}): {p['run']} m={p['m']} {p['label']}")
+    fit = scaling.fit_power_law([p["m"] for p in reached], [p["context_needed"] for p in reached])
+    os.makedirs(args.out, exist_ok=True)
+    table = os.path.join(args.out, "scaling.csv")
+    save_table([{**p, "context_needed": "" if p["context_needed"] is None else p["context_needed"],
+                 "sqrt_m_half": math.sqrt(p["m"]) / 2} for p in points],
+               ["run", "m", "label", "context_needed", "sqrt_m_half"], table)
+    fit_path = os.path.join(args.out, "scaling_fit.csv")
+    save_table([{**fit, "tau": args.tau}], list(fit) + ["tau"], fit_path)
+    plot = os.path.join(args.out, "scaling.png")
+    scaling.plot(plot, reached, fit)
+    print(f"context needed ~ {fit['prefactor']:.3g} * m^{fit['exponent']:.3f} (stderr {fit['exponent_stderr']:.3f}, "
+          f"{fit['points']} points; the paper: m^0.5)")
+    print(f"files written:\n  {table}\n  {fit_path}\n  {plot}")
     return 0
 
 
@@ -172,6 +352,43 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no_rollout", action="store_true")
     e.add_argument("--out", default="results/analysis", help="output folder")
     e.set_defaults(run=cmd_eval)
+
+    c = sub.add_parser("curves", help="accuracy by position over training, from positions_<base>.npz",
+                       description="Read a positions_<base>.npz (array `step` and one (steps x positions) array per "
+                                   "curve) and plot each curve's evolution and the context needed at every evaluation.")
+    c.add_argument("positions", help="positions_<base>.npz written during training")
+    c.add_argument("--keys", default=None, help="comma list of arrays to use (default: all)")
+    c.add_argument("--tau", type=float, default=0.99)
+    c.add_argument("--out", default="results/analysis")
+    c.set_defaults(run=cmd_curves)
+
+    m = sub.add_parser("embed", help="PCA of the token embedding, bitwise classes",
+                       description="PCA of the token embedding: scatter plots of component pairs coloured by popcount, "
+                                   "lowest set bit and rotation class; explained variance; nearest-centroid scores.")
+    m.add_argument("model")
+    m.add_argument("--tokens", type=int, default=None, help="tokens 0..N-1 to use (default: the run's base, else the vocabulary)")
+    m.add_argument("--components", type=int, default=4, help="top components used for the separation score")
+    m.add_argument("--out", default="results/analysis")
+    m.set_defaults(run=cmd_embed)
+
+    y = sub.add_parser("layers", help="linear probes per layer for several generators; attention maps",
+                       description="For a model trained on several generators: held-out accuracy of a linear probe "
+                                   "for the generator at each layer's residual stream and position; attention maps.")
+    add_model_args(y)
+    add_data_args(y)
+    y.add_argument("--positions", default=None, help="comma list of number positions (default: powers of two and the last)")
+    y.add_argument("--attention", default="0", help="comma list of test sequences to draw attention maps for ('' for none)")
+    y.add_argument("--out", default="results/analysis")
+    y.set_defaults(run=cmd_layers)
+
+    s = sub.add_parser("scaling", help="context needed against m from several runs, power-law fit",
+                       description="Context needed against the modulus from several runs: a table, the fitted exponent "
+                                   "with its standard error, and a log-log plot with the paper's sqrt(m)/2.")
+    s.add_argument("runs", nargs="+", help="context_needed.csv of analyze.py eval, or .npz files with test_m<m> arrays")
+    s.add_argument("--source", default="model", help="rows of context_needed.csv to use (model, baseline_lcg, ...)")
+    s.add_argument("--tau", type=float, default=0.99, help="for .npz inputs")
+    s.add_argument("--out", default="results/analysis")
+    s.set_defaults(run=cmd_scaling)
     return p
 
 

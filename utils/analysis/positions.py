@@ -6,6 +6,9 @@ is the column order of `num_acc` in evaluation.py and of the `positions_<base>.n
 """
 from __future__ import annotations
 
+import os
+import zipfile
+
 import numpy as np
 import torch
 
@@ -69,3 +72,67 @@ def rollout(model, dataset, start: int, device: torch.device, dtype: torch.dtype
                                                                                          dtype=torch.long))
         runs.append(first_wrong.cpu().numpy())
     return np.concatenate(runs).astype(np.int64)
+
+
+def read_positions(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a positions_<base>.npz: `step` (S,) and (S, positions) accuracy arrays."""
+    if not os.path.isfile(path):
+        raise ValueError(f"positions file not found: {path}")
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz: {err}") from None
+    if "step" not in arrays or arrays["step"].ndim != 1:
+        raise ValueError(f"{path} has no 1-D array `step` (not a positions file)")
+    S = len(arrays["step"])
+    curves = {k: v for k, v in arrays.items() if k != "step"}
+    if not curves:
+        raise ValueError(f"{path} holds no accuracy arrays besides `step`")
+    for key, value in curves.items():
+        if value.ndim != 2 or value.shape[0] != S:
+            raise ValueError(f"{path}: array {key!r} has shape {value.shape}, expected ({S}, positions)")
+    return {"step": arrays["step"], **curves}
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, plt, path):
+    from ..results import atomic_write
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_over_training(path: str, steps, acc: np.ndarray, title: str) -> None:
+    """One accuracy-by-position line per evaluation, coloured from early (dark) to late (light)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cmap = plt.get_cmap("viridis")
+    for i, (step, row) in enumerate(zip(steps, acc)):
+        ax.plot(np.arange(1, len(row) + 1), row, color=cmap(i / max(len(steps) - 1, 1)), lw=1)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(float(steps[0]), float(steps[-1])))
+    fig.colorbar(sm, ax=ax, label="update")
+    ax.set(xlabel="position (numbers in the context)", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    _save(fig, plt, path)
+
+
+def plot_needed_over_training(path: str, steps, needed: dict, tau: float, n_positions: int) -> None:
+    """Context needed against the update, one line per curve; evaluations where it is not reached are left out."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, values in needed.items():
+        ok = [(s, v) for s, v in zip(steps, values) if v is not None]
+        ax.plot([s for s, _ in ok], [v for _, v in ok], marker="o", ms=3, label=key)
+    ax.set(xlabel="update", ylabel=f"context needed (tau {tau})", ylim=(0, n_positions + 1),
+           title="context needed during training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, plt, path)
