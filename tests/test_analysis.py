@@ -196,3 +196,118 @@ def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path):
     assert_bad_input(analyze("eval", tmp_path / "missing.pt", "--out", tmp_path / "x", check=False), "not found")
     assert_bad_input(analyze("eval", ckpt, "--tau", "2", "--out", tmp_path / "x", check=False), "--tau")
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# curves
+
+def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run, tmp_path):
+    analyze("curves", one(lcg_run, "positions_*.npz"), "--out", tmp_path / "train")
+    table = pd.read_csv(tmp_path / "train" / "context_needed_over_training.csv")
+    assert table.step.tolist() == [0, 5] and set(table.key) == {"test"}
+    # A file written here: at step 0 never >= 0.99, at step 10 from position 5, at step 20 from position 3.
+    acc = np.array([[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+                    [0.0, 1.0, 0.5, 0.9, 1.0, 1.0],
+                    [0.2, 0.3, 1.0, 1.0, 0.995, 1.0]])
+    np.savez(tmp_path / "positions_x.npz", step=np.array([0, 10, 20]), test=acc, XSLRR_cb1=acc[::-1].copy())
+    result = analyze("curves", tmp_path / "positions_x.npz", "--keys", "test", "--out", tmp_path / "mine")
+    table = pd.read_csv(tmp_path / "mine" / "context_needed_over_training.csv")
+    assert table.context_needed.isna().tolist() == [True, False, False]
+    assert table.context_needed.tolist()[1:] == [5, 3]
+    assert "context needed at step 20: 3" in result.stdout
+    for name in ("curves_test.png", "context_needed_over_training.png"):
+        assert os.path.getsize(tmp_path / "mine" / name) > 1000
+    np.savez(tmp_path / "bad.npz", test=acc)
+    assert_bad_input(analyze("curves", tmp_path / "bad.npz", "--out", tmp_path / "x", check=False), "step")
+    assert_bad_input(analyze("curves", tmp_path / "positions_x.npz", "--keys", "RR", "--out", tmp_path / "x",
+                             check=False), "RR")
+
+
+# --------------------------------------------------------------------------------------------------
+# embed
+
+def test_token_properties_and_separation_score():
+    from utils.analysis import embeddings
+    w, props = embeddings.token_properties(8)
+    assert w == 3
+    assert props["popcount"].tolist() == [0, 1, 1, 2, 1, 2, 2, 3]
+    assert props["lowest_bit"].tolist() == [3, 0, 1, 0, 2, 0, 1, 0]
+    assert props["rotation_class"].tolist() == [0, 1, 1, 3, 1, 3, 3, 7]  # 1, 2, 4 and 3, 6, 5 rotate into each other
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    points = np.eye(4)[labels] * 10 + rng.normal(0, 0.1, (40, 4))
+    assert embeddings.nearest_centroid_accuracy(points, labels) == 1.0
+    assert embeddings.nearest_centroid_accuracy(rng.normal(size=(40, 4)), labels) < 0.6
+
+
+def test_embed_end_to_end(lcg_run, tmp_path):
+    result = analyze("embed", one(lcg_run, "params_*.pth"), "--components", 3, "--out", tmp_path)
+    variance = pd.read_csv(tmp_path / "embed_variance.csv")
+    assert len(variance) == 32 and abs(variance.explained_variance.sum() - 1) < 1e-9  # n_embd components
+    scores = pd.read_csv(tmp_path / "embed_scores.csv")
+    assert scores.property.tolist() == ["popcount", "lowest_bit", "rotation_class"]
+    assert scores.classes.tolist() == [9, 9, 36]  # 8-bit tokens: 36 necklaces
+    assert scores.accuracy.between(0, 1).all() and "nearest-centroid" in result.stdout
+    for name in ("popcount", "lowest_bit", "rotation_class"):
+        assert os.path.getsize(tmp_path / f"embed_{name}.png") > 1000
+
+
+# --------------------------------------------------------------------------------------------------
+# layers
+
+@pytest.fixture(scope="module")
+def two_generator_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("two")
+    run("prng_train_lowmem.py", "--type", "TLCG+XSLRR", "--control_bits", 1, "--bits_to_keep", 4, "--m", 256, *TINY,
+        "--n_test_a", 4, "--n_test_c", 4, "--save_checkpoints", "--results_dir", d)
+    return d
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 40)
+    features = rng.normal(size=(120, 8))
+    features[:, 0] += labels * 10
+    assert probes_accuracy(features, labels) >= 0.95
+    assert probes_accuracy(rng.normal(size=(120, 8)), labels) < 0.7
+
+
+def probes_accuracy(features, labels):
+    from utils.analysis import probes
+    return probes.linear_probe(features, labels)
+
+
+def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path):
+    ckpt = one(two_generator_run, "checkpoint_*_step5.pt")
+    analyze("layers", ckpt, "--positions", "1,4,8", "--attention", "0,17", "--out", tmp_path)
+    table = pd.read_csv(tmp_path / "layer_probe.csv")
+    assert table.layer.tolist() == [0, 0, 0, 1, 1, 1] and table.position.tolist() == [1, 4, 8] * 2
+    assert (table.sequences == 32).all() and (table.chance == 0.5).all() and table.accuracy.between(0, 1).all()
+    with np.load(tmp_path / "attention_17.npz") as saved:
+        maps = saved["attention"]
+    assert maps.shape == (1, 2, 8, 8)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.triu(maps, 1) == 0)  # causal
+    assert os.path.getsize(tmp_path / "layer_probe.png") > 1000 and os.path.getsize(tmp_path / "attention_0.png") > 1000
+    assert_bad_input(analyze("layers", one(lcg_run, "checkpoint_*_step5.pt"), "--out", tmp_path / "x", check=False),
+                     "several")
+
+
+# --------------------------------------------------------------------------------------------------
+# scaling
+
+def test_scaling_fits_the_exponent(lcg_run, tmp_path):
+    for i, m in enumerate([256, 1024, 4096, 16384]):
+        needed = round(math.sqrt(m) / 2 * 3 * (1.1 if i % 2 else 0.9))
+        pd.DataFrame([{"source": "model", "m": m, "label": "LCG", "tau": 0.99, "context_needed": needed},
+                      {"source": "baseline_lcg", "m": m, "label": "LCG", "tau": 0.99, "context_needed": 3}]
+                     ).to_csv(tmp_path / f"run{m}.csv", index=False)
+    runs = [tmp_path / f"run{m}.csv" for m in (256, 1024, 4096, 16384)]
+    result = analyze("scaling", *runs, "--out", tmp_path / "s")
+    fit = pd.read_csv(tmp_path / "s" / "scaling_fit.csv").iloc[0]
+    assert fit.points == 4 and abs(fit.exponent - 0.5) < 0.1 and 0 < fit.exponent_stderr < 0.1
+    assert len(pd.read_csv(tmp_path / "s" / "scaling.csv")) == 4 and "m^0.5" in result.stdout
+    assert os.path.getsize(tmp_path / "s" / "scaling.png") > 1000
+    baseline = analyze("scaling", *runs, "--source", "baseline_lcg", "--out", tmp_path / "b")
+    assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9 and baseline.returncode == 0
+    assert_bad_input(analyze("scaling", runs[0], "--out", tmp_path / "x", check=False), "two or more")
