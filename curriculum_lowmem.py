@@ -11,8 +11,8 @@ import time
 import numpy as np
 import torch
 
-from utils import distributed, prng
-from utils.config import check_common, check_int, check_memory, device_is_cuda, parse_int_list
+from utils import config, distributed, prng
+from utils.config import check_common, check_memory, device_is_cuda, parse_int_list
 from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
 from utils.data import PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import number_correct, plot_accuracy_by_position
@@ -21,53 +21,18 @@ from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
 from utils.pretrained import load_pretrained
 from utils.results import WriteError, atomic_write, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import (add_optimizer_args, add_runtime_args, clean_state_dict, fail, plain_config, resolve_dtype,
-                           seed_everything)
+from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
 from utils.trainer import StopSignals, Task, fit, format_eta
-from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
+from utils.wandb_utils import WandbRun, require_wandb
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", type=str, default=None, help="YAML file (spec 6.2); flags given here override it")
-    p.add_argument("--type", type=str, default="LCG")
-    p.add_argument("--moduli", type=str, default="256,1024,4096",
-                   help="comma list, a*b and a**b allowed; sorted ascending (weights and bits_to_keep follow that order)")
-    p.add_argument("--bits_to_keep", type=str, default=None, help="comma list, one k per modulus (default n)")
-    p.add_argument("--control_bits", type=str, default="0")
-    p.add_argument("--vocab_size", type=int, default=None)
-    p.add_argument("--seq_len", type=int, default=513)
-    p.add_argument("--n_a", type=int, default=32)
-    p.add_argument("--n_c", type=int, default=32)
-    p.add_argument("--n_test_a", type=int, default=16)
-    p.add_argument("--n_test_c", type=int, default=16)
-    p.add_argument("--n_example", type=int, default=1)
-    p.add_argument("--base", type=int, default=None)
-    p.add_argument("--digits", type=int, default=1)
-    p.add_argument("--n_layer", type=int, default=2)
-    p.add_argument("--n_head", type=int, default=2)
-    p.add_argument("--n_embd", type=int, default=128)
-    p.add_argument("--transition_type", type=str, default="linear", choices=["linear", "cosine", "step", "exp"],
-                   help="names the run when the first phase gives no transition")
-    p.add_argument("--sampler_update_interval", type=int, default=None, help="default: eval_interval")
-    p.add_argument("--custom_phases", type=str, default=None, help="JSON list of phase objects (no-YAML mode)")
-    p.add_argument("--main_seed", type=int, default=1)
-    p.add_argument("--data_seed", type=int, default=1)
-    add_optimizer_args(p, lr_trgt=1e-4, batch_size=64, weight_decay=0.1, eval_interval=100)
-    p.add_argument("--results_dir", type=str, default="results/multi_curriculum_lazy")
-    p.add_argument("--save_checkpoints", action="store_true")
-    p.add_argument("--checkpoint_interval", type=int, default=1000)
-    p.add_argument("--save_params", action="store_true")
-    p.add_argument("--save_correctness", action="store_true")
-    p.add_argument("--no_rope", action="store_true")
-    p.add_argument("--pretrained_path", type=str, default=None)
-    p.add_argument("--pretrain_m", type=int, default=None, help="modulus of the pretrained model (names only)")
-    p.add_argument("--exclude_ac_paths", type=str, nargs="*", default=None)
-    add_wandb_args(p)
-    add_runtime_args(p)
-    return p
+    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py)."""
+    return config.build_parser(config.CURRICULUM, __doc__, first=(
+        (("--config",), {"type": str, "default": None, "help": "YAML file; flags written on the command line "
+                                                                "override its values"}),))
 
 
 def load_config(argv) -> argparse.Namespace:
@@ -101,7 +66,9 @@ def load_config(argv) -> argparse.Namespace:
         if not args.custom_phases:
             raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
         cfg.phases = parse_custom_phases(args.custom_phases)
-        cfg.experiment_name, cfg.description, cfg.cache_size = "Unnamed", "No description", 1000
+        for p in config.PARAMS:  # the YAML-only values (experiment_name, description, cache_size)
+            if not p.scripts:
+                setattr(cfg, p.target, p.default)
         cfg._names = {}
     cfg._names.setdefault("phases", "--custom_phases")
     # The original's config carried these names; saved configs keep them beside ours (README "Output files").
@@ -114,17 +81,12 @@ def setup_config(cfg, world_size: int, log=print):
     """Validate and derive before anything is built; raise ValueError naming the flag or YAML key."""
     names = getattr(cfg, "_names", {})
     name = lambda attr: names.get(attr, f"--{attr}")
-    check_common(cfg, name, log, n_data_seeds=len(cfg.moduli))
-    for m in cfg.moduli:
-        check_int(f"{name('moduli')} entry", m, 1, prng.MAX_MODULUS)
+    check_common(cfg, config.CURRICULUM, name, log, n_data_seeds=len(cfg.moduli))
     if len(set(cfg.moduli)) != len(cfg.moduli):
         raise ValueError(f"{name('moduli')} repeat a value: {cfg.moduli}")
     ks = list(cfg.bits_to_keep or [])
     if len(ks) > len(cfg.moduli):
         raise ValueError(f"{name('bits_to_keep')} has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
-    for k in ks:
-        if k is not None:
-            check_int(f"{name('bits_to_keep')} entry", k, 1, 63)
     if len(ks) < len(cfg.moduli) and cfg.type.strip().upper() not in ("LCG", "XSLRR"):
         log(f"warning: bits_to_keep has {len(ks)} entries for {len(cfg.moduli)} moduli; the others keep n bits")
     ks += [None] * (len(cfg.moduli) - len(ks))
@@ -145,11 +107,10 @@ def setup_config(cfg, world_size: int, log=print):
     cfg.num_steps = total_steps(cfg.phase_list)
     if cfg.sampler_update_interval is None:
         cfg.sampler_update_interval = cfg.eval_interval
-    check_int(name("sampler_update_interval"), cfg.sampler_update_interval)
     max_values = {m: max(c.max_output(m) for c in combos) for m, combos in cfg.combos_by_m.items()}
     if cfg.base is None:
         cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** max(v.bit_length() for v in max_values.values())
-        check_common(cfg, name, lambda *a, **k: None)  # the derived base obeys the same bounds
+        check_common(cfg, config.CURRICULUM, name, lambda *a, **k: None)  # the derived base obeys the same bounds
     if cfg.vocab_size is None:
         cfg.vocab_size = cfg.base
     cfg.context_len = context_len(cfg.seq_len, cfg.digits)
@@ -296,6 +257,13 @@ def main(argv=None) -> int:
     model_config = GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
                              n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits)
     shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+    if cfg.pretrained_path and not cfg.resume:  # a file that does not fit is bad input: refuse it before the run starts
+        with torch.device("meta"):
+            probe = build_model(model_config, cfg.no_rope)
+        try:
+            load_pretrained(probe, cfg.pretrained_path, log=lambda *a, **k: None)
+        except ValueError as err:
+            fail(str(err))
     with StopSignals() as signals, RunScope(info) as scope:
         run = scope.start(cfg, base_name(cfg), FILES, shapes, n_params, final_bytes=4 * n_params * cfg.save_params,
                           log=log)

@@ -10,74 +10,34 @@ import time
 
 import numpy as np
 
-from utils import distributed, prng
-from utils.config import INT64_MAX, check_common, check_int, check_memory, device_is_cuda
+from utils import config, distributed, prng
+from utils.config import INT64_MAX, check_common, check_memory, device_is_cuda
 from utils.data import EpochOrder, PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary, parameter_shapes
 from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
 from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import (add_optimizer_args, add_runtime_args, clean_state_dict, fail, plain_config, resolve_dtype,
-                           seed_everything)
+from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
 from utils.trainer import StopSignals, Task, fit, format_eta
-from utils.wandb_utils import WandbRun, add_wandb_args, require_wandb
+from utils.wandb_utils import WandbRun, require_wandb
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--main_seed", type=int, default=1, help="seeds model init, batch order, correctness subset")
-    p.add_argument("--data_seed", type=int, default=1, help="seeds the (a, c) choice and start states")
-    p.add_argument("--type", type=str, default="LCG",
-                   help="LCG, TLCG, RS, RR, XSHRR, XSHRS, XSLRR, XSPCGs, or a '+'-join of these")
-    p.add_argument("--m", type=int, default=65536, help="modulus")
-    p.add_argument("--control_bits", type=str, default="", help="an int or a comma list (PCG types)")
-    p.add_argument("--bits_to_keep", type=int, default=None, help="k; default n = ceil(log2 m) (n//2 for XSLRR)")
-    p.add_argument("--vocab_size", type=int, default=None, help="default: base")
-    p.add_argument("--seq_len", type=int, default=513, help="numbers per sequence")
-    p.add_argument("--base", type=int, default=None, help="default: m with LCG, else 2^k")
-    p.add_argument("--digits", type=int, default=1, help="base-b digits per number")
-    p.add_argument("--n_a", type=int, default=32)
-    p.add_argument("--n_c", type=int, default=32)
-    p.add_argument("--n_test_a", type=int, default=16)
-    p.add_argument("--n_test_c", type=int, default=16)
-    p.add_argument("--n_example", type=int, default=1, help="training sequences per (a, c)")
-    p.add_argument("--n_layer", type=int, default=1)
-    p.add_argument("--n_head", type=int, default=1)
-    p.add_argument("--n_embd", type=int, default=64)
-    p.add_argument("--no_rope", action="store_true", help="learned positions (abacus when digits > 1)")
-    p.add_argument("--num_steps", type=int, default=100, help="optimizer updates")
-    p.add_argument("--warm_steps", type=int, default=10)
-    add_optimizer_args(p, lr_trgt=1e-3, batch_size=32, weight_decay=0.5, eval_interval=20)
-    p.add_argument("--results_dir", type=str, default="results/train")
-    p.add_argument("--save_correctness", action="store_true")
-    p.add_argument("--save_params", action="store_true")
-    p.add_argument("--save_test_values", action="store_true")
-    p.add_argument("--save_checkpoints", action="store_true")
-    p.add_argument("--checkpoint_interval", type=int, default=2000)
-    p.add_argument("--num_workers", type=int, default=8,
-                   help="accepted for the original's command lines; batches are made in-process by one "
-                        "vectorized call (on the GPU when training there), so no workers are started")
-    p.add_argument("--exclude_ac_paths", type=str, nargs="*", default=None)
-    add_wandb_args(p)
-    add_runtime_args(p)
-    return p
+    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py)."""
+    return config.build_parser(config.SINGLE, __doc__)
 
 
 def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argparse.Namespace:
     """Fill the defaults of the original (tokens: README "Tokens and vocabulary") and validate
     everything before anything is built; raise ValueError naming the flag and the value."""
     flag = lambda attr: f"--{attr}"
-    check_int("--m", cfg.m, 1, prng.MAX_MODULUS)
-    check_int("--num_steps", cfg.num_steps)
-    check_common(cfg, flag, log)
-    if cfg.bits_to_keep is not None:
-        check_int("--bits_to_keep", cfg.bits_to_keep, 1, 63)
+    check_common(cfg, config.SINGLE, flag, log)
     validate_single_schedule(warm_steps=cfg.warm_steps, num_steps=cfg.num_steps)
     if cfg.warm_steps >= cfg.num_steps:
         log(f"warning: warm_steps={cfg.warm_steps} >= num_steps={cfg.num_steps}: the whole run is LR warmup")
@@ -97,7 +57,7 @@ def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argpars
     if cfg.base is None:
         cfg.base = cfg.m if has_lcg else 2 ** cfg.bits_to_keep
         derived["base"] = f"--base (default {'--m' if has_lcg else '2^bits_to_keep'})"
-        check_common(cfg, name, lambda *a, **k: None)  # the derived base obeys the same bounds
+        check_common(cfg, config.SINGLE, name, lambda *a, **k: None)  # the derived base obeys the same bounds
     if cfg.vocab_size is None:
         cfg.vocab_size = cfg.base
         derived["vocab_size"] = f"--vocab_size (default: the base{', --m' if has_lcg and 'base' in derived else ''})"

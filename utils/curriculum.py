@@ -11,41 +11,10 @@ import json
 import numpy as np
 import yaml
 
-# YAML (section, key) -> (config attribute, caster name). Defaults are spec 6.2's.
-YAML_SCHEMA = {
-    "model": {"n_layer": ("n_layer", "int", 2), "n_head": ("n_head", "int", 2), "n_embd": ("n_embd", "int", 128),
-              "no_rope": ("no_rope", "bool", False)},
-    "data": {"type": ("type", "str", "LCG"), "control_bits": ("control_bits", "str", "0"),
-             "vocab_size": ("vocab_size", "int?", None), "seq_len": ("seq_len", "int", 513),
-             "n_a": ("n_a", "int", 32), "n_c": ("n_c", "int", 32), "n_test_a": ("n_test_a", "int", 16),
-             "n_test_c": ("n_test_c", "int", 16), "n_example": ("n_example", "int", 1),
-             "base": ("base", "int?", None), "digits": ("digits", "int", 1)},
-    "curriculum": {"moduli": ("moduli", "ints", None), "bits_to_keep": ("bits_to_keep", "ints?", None),
-                   "transition_type": ("transition_type", "str", "linear"),
-                   "sampler_update_interval": ("sampler_update_interval", "int?", None),
-                   "phases": ("phases", "list", [])},
-    "training": {"lr_trgt": ("lr_trgt", "float", 1e-4), "lr_min": ("lr_min", "float", 1e-7),
-                 "batch_size": ("batch_size", "int", 64), "grad_acc_steps": ("grad_acc_steps", "int", 1),
-                 "weight_decay": ("weight_decay", "float", 0.1), "beta1": ("beta1", "float", 0.9),
-                 "beta2": ("beta2", "float", 0.999), "eval_interval": ("eval_interval", "int", 100),
-                 "save_checkpoints": ("save_checkpoints", "bool", False),
-                 "checkpoint_interval": ("checkpoint_interval", "int", 1000)},
-    "output": {"save_correctness": ("save_correctness", "bool", False), "save_params": ("save_params", "bool", False),
-               "results_dir": ("results_dir", "str", "results/multi_curriculum"),
-               # the README and the SLURM script put these two here (D14)
-               "save_checkpoints": ("save_checkpoints", "bool", False),
-               "checkpoint_interval": ("checkpoint_interval", "int", 1000)},
-    "pretrained": {"pretrained_path": ("pretrained_path", "str?", None), "pretrain_m": ("pretrain_m", "int?", None)},
-    "seeds": {"main_seed": ("main_seed", "int", 1), "data_seed": ("data_seed", "int", 1)},
-    "memory": {"cache_size": ("cache_size", "int", 1000)},  # read and kept, as the original; nothing uses it
-    "wandb": {"use_wandb": ("use_wandb", "bool", False), "project": ("wandb_project", "str", "prng_scaling"),
-              "entity": ("wandb_entity", "str?", None), "name": ("wandb_name", "str?", None),
-              "tags": ("wandb_tags", "tags", None), "notes": ("wandb_notes", "str?", None),
-              "offline": ("wandb_offline", "bool", False), "api_key": ("wandb_api_key", "str?", None)},
-}
-TOP_LEVEL = {"experiment_name": ("experiment_name", "str", "Unnamed"),
-             "description": ("description", "str", "No description"),
-             "exclude_ac_paths": ("exclude_ac_paths", "strs?", None)}
+from .config import yaml_schema
+
+# YAML (section, key) -> (config attribute, caster name, default), from the parameter table.
+YAML_SCHEMA, TOP_LEVEL = yaml_schema()
 
 
 def _cast(value, kind: str, where: str):

@@ -1,57 +1,17 @@
-"""What both entry scripts share around the loop: run flags, precision, compile, DDP wrapping, seeding,
-resume lookup and the one-line error exit."""
+"""What both entry scripts share around the loop: precision, compile, DDP wrapping, seeding, the saved
+config. (Flags and the one-line error exit: utils/config.py.)"""
 from __future__ import annotations
 
-import argparse
 import os
 import random
-import sys
 
 import numpy as np
 import torch
 
+from .config import EXIT_BAD_INPUT, fail  # noqa: F401  (imported from here by other modules)
 from .distributed import DistInfo, launch_env
 from .gpt2 import strip_compile_prefix
 from .wandb_utils import SECRET_KEYS
-
-EXIT_BAD_INPUT = 2
-
-
-
-def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("runtime (this project)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda if available")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                   help="autocast dtype; auto: bfloat16 on CUDA, float32 on CPU")
-    g.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile the model; auto: on for CUDA, off on CPU")
-    g.add_argument("--resume", default=None,
-                   help="checkpoint path, or 'auto' for the newest complete checkpoint of this run in results_dir")
-    g.add_argument("--keep_checkpoints", type=int, default=None,
-                   help="keep only the newest N periodic checkpoints (default: keep all)")
-    g.add_argument("--ignore_disk_check", action="store_true",
-                   help="start even if the checkpoints the run will write exceed the free disk space")
-    # A malformed flag is bad input like any other: one line and exit 2, not argparse's usage block.
-    parser.error = lambda message: fail(f"{message} (see --help)")
-
-
-def add_optimizer_args(parser: argparse.ArgumentParser, *, lr_trgt: float, batch_size: int, weight_decay: float,
-                       eval_interval: int) -> None:
-    """The optimisation flags both scripts share; their defaults differ per script (spec 5.8, 6.3)."""
-    parser.add_argument("--lr_trgt", type=float, default=lr_trgt, help="peak LR")
-    parser.add_argument("--lr_min", type=float, default=1e-7, help="cosine floor")
-    parser.add_argument("--batch_size", type=int, default=batch_size, help="per-process micro-batch")
-    parser.add_argument("--grad_acc_steps", type=int, default=1)
-    parser.add_argument("--weight_decay", type=float, default=weight_decay, help="on matrices and embeddings")
-    parser.add_argument("--beta1", type=float, default=0.9)
-    parser.add_argument("--beta2", type=float, default=0.999)
-    parser.add_argument("--eval_interval", type=int, default=eval_interval, help="updates between evaluations")
-
-
-def fail(message: str) -> None:
-    """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_BAD_INPUT)
 
 
 def resolve_dtype(choice: str, device: torch.device, log=None) -> torch.dtype:

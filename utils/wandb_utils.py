@@ -1,8 +1,7 @@
-"""Weights & Biases: the original's flags (spec section 10), off unless asked for, an error when asked
+"""Weights & Biases (flags: utils/config.py), off unless asked for, an error when asked
 for and unavailable (D20). Only the master process talks to W&B."""
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -12,18 +11,6 @@ import torch
 
 # Never written into a run's config: the key would be readable by everyone who can see the run.
 SECRET_KEYS = ("wandb_api_key",)
-
-
-def add_wandb_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("Weights & Biases")
-    g.add_argument("--use_wandb", action="store_true", help="log to W&B")
-    g.add_argument("--wandb_project", type=str, default="prng_scaling")
-    g.add_argument("--wandb_entity", type=str, default=None)
-    g.add_argument("--wandb_name", type=str, default=None, help="default: the run's base file name")
-    g.add_argument("--wandb_tags", type=str, default=None, help="comma-separated")
-    g.add_argument("--wandb_notes", type=str, default=None)
-    g.add_argument("--wandb_offline", action="store_true", help="log offline (sync later with `wandb sync`)")
-    g.add_argument("--wandb_api_key", type=str, default=None, help="exported as WANDB_API_KEY")
 
 
 def require_wandb():
