@@ -1,6 +1,7 @@
 """Train one GPT on several moduli at once, with modulus weights and LR that move by phase (a
-curriculum), optionally starting from pretrained weights. Configuration from a YAML file (spec 6.2),
-flags written on the command line override it; outputs as spec 9.2."""
+curriculum), optionally starting from pretrained weights. Configuration from a YAML file (keys in
+docs/parameters.md), flags written on the command line override it; output files and their names as
+the original's (README "Curriculum")."""
 from __future__ import annotations
 
 import argparse
@@ -229,7 +230,7 @@ class CurriculumTask(Task):
 
 
 def build_data(cfg):
-    """Per modulus i: (a, c) from default_rng(data_seed + 1000 i) (spec 2.3), train and test sets."""
+    """Per modulus i: (a, c) from default_rng(data_seed + 1000 i) as the original, train and test sets."""
     exclusions = load_exclusions(cfg.exclude_ac_paths)
     splits, train_sets, test_sets = {}, {}, {}
     for i, m in enumerate(cfg.moduli):
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
         # Final files, most valuable first; a signal from here on is ignored until they are written.
         curves = {m: task.evaluate_dataset(eval_model, test_sets[m], positions=True)["num_acc"] for m in cfg.moduli}
         train_correct = None  # None when a resume started at the last update
-        if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged (spec 8.2)
+        if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged, as the original
             totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)
             train_correct = (totals[:-1] / totals[-1]).cpu().numpy()
         if not info.master:

@@ -1,5 +1,5 @@
 """Train a GPT to predict one modulus's generator sequences: parse, validate, build data, build the
-model, train, save. Flags and output files follow the original script (spec sections 5 and 9.1)."""
+model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
 from __future__ import annotations
 
 import argparse
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
 
 
 def correctness_passes(cfg, task, train_ds, model, info) -> dict:
-    """Per-token-position accuracy (spec 8.2): 4096 seeded-random training sequences, the whole test
+    """Per-token-position accuracy, as the original: 4096 seeded-random training sequences, the whole test
     set, and each type's test set."""
     rng = np.random.default_rng([cfg.main_seed, 8_2])
     train_idx = np.sort(rng.choice(len(train_ds), size=min(4096, len(train_ds)), replace=False))

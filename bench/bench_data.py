@@ -1,4 +1,4 @@
-"""Data benchmark: batch generation vs the per-sequence loop, and the README dataset's set-up cost (D7).
+"""Data benchmark: batch generation vs the per-sequence loop, and the README dataset's set-up cost (memory O(n_a + n_c)).
 
 Run from the repository root:  python bench/bench_data.py
 """

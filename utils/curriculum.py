@@ -1,4 +1,4 @@
-"""Curriculum configuration (spec 6, D14) and the modulus sampler (spec 7.6, D15).
+"""Curriculum configuration (the YAML and its flags) and the modulus sampler.
 
 The YAML gives the run; a flag written on the command line overrides its YAML value; unknown keys are
 errors; every value is cast to its type. Without --config the flags are the whole configuration.
@@ -65,7 +65,7 @@ def _cast(value, kind: str, where: str):
 
 
 def read_yaml(path: str) -> dict:
-    """The YAML file as {attribute: value}, with spec 6.2 defaults for absent keys."""
+    """The YAML file as {attribute: value}, with the table's YAML defaults for absent keys."""
     try:
         with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)

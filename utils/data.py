@@ -1,4 +1,4 @@
-"""Datasets of generator sequences that store only (a, c) lists: O(n_a + n_c) memory (D5, D7).
+"""Datasets of generator sequences that store only (a, c) lists: O(n_a + n_c) memory.
 
 A sequence index maps to (combination, a, c, example) by arithmetic, in the original's order
 (combination-major, then a, then c, then example copy). Its start state s0 is a counter-based hash
@@ -43,7 +43,7 @@ class Combo:
 
 
 def parse_control_bits(text) -> list[int]:
-    """'3' -> [3]; '1, 2,3' -> [1, 2, 3] (spec 1.10)."""
+    """'3' -> [3]; '1, 2,3' -> [1, 2, 3] (one run per control-bit value, as the original)."""
     parts = [p.strip() for p in str(text).split(",")]
     try:
         values = [int(p) for p in parts]
@@ -72,7 +72,7 @@ def default_control_bits(type_text: str, control_bits_text, log=print) -> str:
 def parse_combos(type_text: str, control_bits_text, m: int, bits_to_keep: int | None,
                  log=print) -> list[Combo]:
     """Expand `--type` (one type, a `+`-join, or the XSPCGs bundle) and `--control_bits` into validated
-    combinations (spec 1.10, D2). Explicit types raise on invalid parameters; the bundle drops an
+    combinations, validated before any data exist. Explicit types raise on invalid parameters; the bundle drops an
     invalid XSHRS with one printed line.
     """
     combos: list[Combo] = []
@@ -123,7 +123,7 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 
 
 def start_states(data_seed: int, m: int, combo_id, a, c, example) -> np.ndarray:
-    """s0 in [0, m) as a pure function of (data_seed, m, combination, a, c, example) (D5).
+    """s0 in [0, m) as a pure function of (data_seed, m, combination, a, c, example).
 
     A chained splitmix64 hash reduced mod m; its bias is below m / 2^64 (under 2^-24 for m <= 2^40).
     """
@@ -266,7 +266,7 @@ class EpochOrder:
 
 
 def eval_shards(n: int, batch_size: int, rank: int = 0, world_size: int = 1):
-    """This rank's contiguous share of range(n), in batches; shares cover every index exactly once (D13)."""
+    """This rank's contiguous share of range(n), in batches; shares cover every index exactly once (no test sequence is dropped)."""
     lo, hi = n * rank // world_size, n * (rank + 1) // world_size
     for start in range(lo, hi, batch_size):
         yield np.arange(start, min(start + batch_size, hi))

@@ -1,5 +1,5 @@
 """Process-group set-up for torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or srun (SLURM_PROCID,
-SLURM_LOCALID, SLURM_NTASKS), one process per device, and the reductions the metrics need (D12)."""
+SLURM_LOCALID, SLURM_NTASKS), one process per device, and the reductions the metrics need."""
 from __future__ import annotations
 
 import os

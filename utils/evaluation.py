@@ -1,4 +1,4 @@
-"""Exact test metrics over a whole dataset (D13), per-position correctness (spec 8.2) and its plots."""
+"""Exact test metrics over a whole dataset (no sequence dropped), per-position correctness and its plots."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ from .distributed import DistInfo, all_reduce_sum
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """bf16 autocast where asked (always on CUDA); float32 runs without autocast. Never float16 (D11)."""
+    """bf16 autocast where asked (always on CUDA); float32 runs without autocast. Never float16: without a grad scaler its gradients underflow."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,4 +1,4 @@
-"""GPT-2-style decoders (spec section 4, decision D8).
+"""GPT-2-style decoders, the original's models with its parameter names.
 
 Three positional schemes share one pre-LayerNorm transformer: rotary (GPT_RoPE, the default),
 learned absolute positions (GPT) and learned number positions plus a per-digit "abacus"

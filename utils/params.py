@@ -1,7 +1,10 @@
 """Choosing (a, c): Hull–Dobell multipliers, coprime increments, the train/test split, exclusions.
 
-Spec sections 2.1–2.3 and 2.6, with decisions D4 (a uniformly random split, train and test disjoint)
-and D18 (exclusion files in every layout, loaded safely, errors are errors).
+Multipliers a = k*L + 1 (L the product of m's distinct primes, times 2 more when 4 | m: a full period by
+Hull–Dobell) and increments c >= 3 coprime to m, as the original chose them; the train/test split is
+uniformly random given data_seed (the original's followed Python set order), and train and test share
+no a and no c. Exclusion files of every layout the original or this project writes are loaded safely
+(no code runs); a missing or unreadable one is an error.
 """
 from __future__ import annotations
 
@@ -114,7 +117,7 @@ def split_ac(m: int, n_a: int, n_c: int, n_test_a: int, n_test_c: int, rng: np.r
 
 
 # --------------------------------------------------------------------------------------------------
-# Exclusions (spec 2.6, D18)
+# Exclusions: a and c values used by earlier runs, left out of this one
 
 @dataclass
 class Exclusions:

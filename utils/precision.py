@@ -1,4 +1,4 @@
-"""What `--dtype auto` means on a CPU (D11): bf16 autocast only where the processor has native bf16
+"""What `--dtype auto` means on a CPU: bf16 autocast only where the processor has native bf16
 matrix units and bf16 measured faster there; float32 everywhere else.
 
 The choice is made from the processor's flags (/proc/cpuinfo), not by timing at start-up: a start-up

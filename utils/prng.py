@@ -1,4 +1,4 @@
-"""The seven generators (spec section 1): LCG, TLCG and the PCG family RS, RR, XSHRR, XSHRS, XSLRR.
+"""The seven generators of the original: LCG, TLCG and the PCG family RS, RR, XSHRR, XSHRS, XSLRR.
 
 Every generator runs the LCG state update s_{t+1} = (a*s_t + c) mod m and maps each state through an
 output function. Element t of a generated sequence is the output of s_{t+1}: s0 itself is never
@@ -44,7 +44,7 @@ def max_output(kind: str, m: int, bits_to_keep: int | None = None) -> int:
 
 
 def validate(kind: str, m: int, control_bits: int = 0, bits_to_keep: int | None = None) -> None:
-    """Raise ValueError naming the rule and the values if (kind, m, cb, k) would misbehave (D2).
+    """Raise ValueError naming the rule and the values if (kind, m, cb, k) would misbehave.
 
     The rules keep every shift count non-negative, every read bit inside the n-bit state, and every
     output bit non-constant.
@@ -139,7 +139,7 @@ def states_from_tables(A, S, s0, c, m: int):
 
 
 # --------------------------------------------------------------------------------------------------
-# Output functions (spec 1.2-1.8). `s` holds states in [0, m), int64.
+# Output functions, the original's formulas. `s` holds states in [0, m), int64.
 
 def _rotr(v, r, w: int, r_max: int):
     if r_max >= w:

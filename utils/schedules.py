@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-SINGLE_WARMUP_START = 1e-8  # spec 5.4: LinearLR(start_factor=1e-8)
-PHASE_WARMUP_START = 1e-4  # spec 7.5: LinearLR(start_factor=1e-4)
+SINGLE_WARMUP_START = 1e-8  # the original's LinearLR(start_factor=1e-8)
+PHASE_WARMUP_START = 1e-4  # the original's per-phase LinearLR(start_factor=1e-4)
 LR_DECAYS = ('constant', 'cosine')
 TRANSITIONS = ('linear', 'cosine', 'exp', 'step')
 REST_OF_TRAINING = -1  # phase_steps of a phase that runs to the end of training
@@ -46,7 +46,7 @@ def validate_single_schedule(*, warm_steps, num_steps):
 
 
 def single_lr(u, *, lr_trgt, lr_min, warm_steps, num_steps):
-    """LR for update u of a single-modulus run (spec 5.4, D9).
+    """LR for update u of a single-modulus run (the original's LinearLR warmup, then CosineAnnealingLR).
 
     Linear warmup from 1e-8*lr_trgt over warm_steps updates, then a half cosine to lr_min at
     u = num_steps. warm_steps = 0 means no warmup (u = 0 uses lr_trgt). From num_steps on the LR
@@ -65,7 +65,7 @@ def single_lr(u, *, lr_trgt, lr_min, warm_steps, num_steps):
 
 @dataclass(frozen=True)
 class Phase:
-    """One curriculum phase (spec 6.2); build it with `parse_phases`."""
+    """One curriculum phase (a YAML/JSON phase dict, README "YAML keys"); build it with `parse_phases`."""
     name: str
     phase_steps: int  # optimizer updates; REST_OF_TRAINING (-1) = the rest of training
     transition_steps: int  # updates over which the weights move from start to end
@@ -159,7 +159,7 @@ def _parse_phase(raw, i, n_moduli, log=print):
 
 
 def parse_phases(phase_dicts, n_moduli, log=print):
-    """Validate the YAML/JSON phase dicts (spec 6.2) and return a list of Phase.
+    """Validate the YAML/JSON phase dicts and return a list of Phase.
 
     Defaults: name 'Phase i' (1-based), phase_steps / transition_steps / warmup_steps 0,
     lr_decay 'constant', transition 'linear'; lr_decay and transition are lower-cased. Numbers may
@@ -188,7 +188,7 @@ def total_steps(phases):
 
 
 def phase_at(step, phases):
-    """(index into phases, first step of that phase) for an update index (spec 7.4 lookup).
+    """(index into phases, first step of that phase) for an update index (the original's lookup).
 
     Phases are walked in order with a cumulative start; the -1 phase is selected as soon as it is
     reached. Past the end, the last phase with phase_steps > 0 continues. Phases with
@@ -211,7 +211,7 @@ def phase_at(step, phases):
 
 
 def _transition_fraction(transition, p):
-    """g(p) of spec 7.4: the fraction of the way from start to end weights at progress p."""
+    """g(p): the fraction of the way from start to end weights at progress p (the original's curves)."""
     if transition == 'linear':
         return p
     if transition == 'cosine':
@@ -224,7 +224,7 @@ def _transition_fraction(transition, p):
 
 
 def modulus_weights(step, phases):
-    """Probability of drawing each modulus at update `step` (spec 7.4, D15), summing to 1.
+    """Probability of drawing each modulus at update `step`, summing to 1.
 
     During the first transition_steps updates of a phase the weights move from start to end
     weights along the phase's transition; afterwards they are the end weights. The result is
@@ -245,7 +245,7 @@ def modulus_weights(step, phases):
 
 
 def phase_lr(u, phases, *, lr_trgt, lr_min, num_steps):
-    """LR for update u of a curriculum run (spec 7.5, D16).
+    """LR for update u of a curriculum run (the original's per-phase schedulers, as pure arithmetic).
 
     Every phase restarts at lr_trgt: a warmup phase rises linearly from 1e-4*lr_trgt to lr_trgt
     over its first warmup_steps updates (a warmup longer than its phase is cut off at the phase end, below

@@ -1,4 +1,5 @@
-"""Base-b tokens (spec section 3, D6): each number becomes `digits` tokens, least-significant first."""
+"""Base-b tokens, as the original: each number becomes `digits` tokens, least-significant first; a
+sequence of seq_len numbers gives inputs x = S[:-1] and targets y = S[1:] of seq_len*digits - 1 tokens."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Weights & Biases (flags: utils/config.py), off unless asked for, an error when asked
-for and unavailable (D20). Only the master process talks to W&B."""
+for and unavailable. Only the master process talks to W&B."""
 from __future__ import annotations
 
 import os
