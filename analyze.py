@@ -146,7 +146,7 @@ def cmd_eval(args) -> int:
     if rolls:
         save_table(rolls, list(rolls[0]), paths["rollout"])
     plot_accuracy_by_position(paths["plot"], curves, xlabel="position (numbers in the context)",
-                              title=f"test accuracy by position: {os.path.basename(args.model)[:60]}")
+                              title="test accuracy by position" + (" beside the baselines" if names else ""))
     print("files written:")
     for key, path in paths.items():
         if key != "rollout" or rolls:
