@@ -4,7 +4,7 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
-import argparse
+import copy
 import os
 import sys
 import time
@@ -29,14 +29,13 @@ from utils.trainer import StopSignals, Task, fit, format_eta
 from utils.wandb_utils import WandbRun, require_wandb
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py)."""
-    return config.build_parser(config.CURRICULUM, __doc__, first=(
-        (("--config",), {"type": str, "default": None, "help": "YAML file; flags written on the command line "
-                                                                "override its values"}),))
+def build_parser() -> config.ConfigParser:
+    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py); the
+    parser returns the typed config (config.config_class)."""
+    return config.build_parser(config.CURRICULUM, __doc__)
 
 
-def load_config(argv) -> argparse.Namespace:
+def load_config(argv):
     """YAML + explicit flags, or the flags alone; then the derived values.
 
     With --config the YAML gives the run and a flag written on the command line overrides its value;
@@ -44,7 +43,7 @@ def load_config(argv) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config:
-        cfg = argparse.Namespace(**vars(args))
+        cfg = copy.copy(args)
         vars(cfg).update(read_yaml(args.config))
         given = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
         for name in given - {"config"}:
@@ -67,9 +66,6 @@ def load_config(argv) -> argparse.Namespace:
         if not args.custom_phases:
             raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
         cfg.phases = parse_custom_phases(args.custom_phases)
-        for p in config.PARAMS:  # the YAML-only values (experiment_name, description, cache_size)
-            if not p.scripts:
-                setattr(cfg, p.target, p.default)
         cfg._names = {}
     cfg._names.setdefault("phases", "--custom_phases")
     # The original's config carried these names; saved configs keep them beside ours (README "Output files").
@@ -229,26 +225,31 @@ class CurriculumTask(Task):
         self.final_train_correct = torch.cat([correct.sum(0), correct.new_tensor([len(correct)])])  # sums, rows
 
 
-def build_data(cfg):
-    """Per modulus i: (a, c) from default_rng(data_seed + 1000 i) as the original, train and test sets."""
+def split_moduli(cfg) -> dict:
+    """Per modulus i: the (a, c) split drawn from default_rng(data_seed + 1000 i), as the original."""
     exclusions = load_exclusions(cfg.exclude_ac_paths)
-    splits, train_sets, test_sets = {}, {}, {}
+    splits = {}
     for i, m in enumerate(cfg.moduli):
         ex_a, ex_c = exclusions.for_modulus(m)
-        split = split_ac(m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed + 1000 * i),
-                         ex_a, ex_c)
-        make = lambda a, c, n_ex: PRNGDataset(m, cfg.combos_by_m[m], a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
-                                              cfg.data_seed)
-        splits[m] = split
-        train_sets[m], test_sets[m] = make(split.train_a, split.train_c, cfg.n_example), make(split.test_a, split.test_c, 1)
-    return splits, train_sets, test_sets
+        splits[m] = split_ac(m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c,
+                             np.random.default_rng(cfg.data_seed + 1000 * i), ex_a, ex_c)
+    return splits
+
+
+def build_data(cfg, splits) -> tuple[dict, dict]:
+    """Train and test sets per modulus."""
+    make = lambda m, a, c, n_ex: PRNGDataset(m, cfg.combos_by_m[m], a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
+                                             cfg.data_seed)
+    train = {m: make(m, s.train_a, s.train_c, cfg.n_example) for m, s in splits.items()}
+    test = {m: make(m, s.test_a, s.test_c, 1) for m, s in splits.items()}
+    return train, test
 
 
 def main(argv=None) -> int:
     try:
         cfg = load_config(argv)
         setup_config(cfg, distributed.launch_env()[2])
-        splits, train_sets, test_sets = build_data(cfg)
+        splits = split_moduli(cfg)
         info = distributed.setup(cfg.device)
     except ValueError as err:
         fail(str(err))
@@ -271,6 +272,7 @@ def main(argv=None) -> int:
         if run.finished:
             return 0
         seed_everything(cfg.main_seed)
+        train_sets, test_sets = build_data(cfg, splits)
         for m, k in zip(cfg.moduli, cfg.bits_to_keep):
             log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
                 f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")

@@ -1,6 +1,6 @@
 """Curriculum training (spec 6, 7, 8.2, 9.2; decisions D14-D19).
 
-Configuration is checked through the script's own `load_config`/`setup_config`/`build_data`, which
+Configuration is checked through the script's own `load_config`/`setup_config`/`split_moduli`, which
 build nothing heavy. Runs are in-process (`curriculum_lowmem.main([...])`) with tiny models; one
 subprocess checks what a user sees when a config is bad. The README YAML runs once with its own
 5000-update phases (sizes shrunk on the command line) and is the loop-level LR check.
@@ -8,6 +8,7 @@ subprocess checks what a user sees when a config is bad. The README YAML runs on
 
 import argparse
 import glob
+import json
 import math
 import os
 import shutil
@@ -459,7 +460,8 @@ def test_no_yaml_run_end_to_end_batches_follow_the_refreshed_weights(tmp_path, m
     base = "LCG_moduli256_1024_translinear_n32_h2_d1_na4_nc4_ne1_vs1024_sl9_T10_B16_lr0.001_wd0.1_dI1_I1"
     assert sorted(os.listdir(tmp_path)) == sorted([
         f"{base}.csv", f"correctness_{base}.npz", f"accuracy_by_position_{base}.png", f"schedule_{base}.png",
-        f"multi_curriculum_model_lazy_{base}.pt", "training_ac_values_moduli256_1024_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI1_I1.pt"])
+        f"multi_curriculum_model_lazy_{base}.pt", "training_ac_values_moduli256_1024_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI1_I1.pt",
+        f"positions_{base}.npz", f"run_{base}.json"])
     table = pd.read_csv(tmp_path / f"{base}.csv")
     assert table["step"].tolist() == [0, 5, 10]
     assert table[["alpha_m256", "alpha_m1024"]].to_numpy().tolist() == [[1, 0], [0, 1], [0, 1]]
@@ -522,7 +524,8 @@ def test_each_modulus_has_its_own_seeded_split_and_bits(tmp_path):
                                                      curriculum={"moduli": [1024, 256], "bits_to_keep": [6, 4]},
                                                      seeds={"data_seed": 7}))
     cfg = configure(["--config", path])
-    splits, train_sets, test_sets = curriculum_lowmem.build_data(cfg)
+    splits = curriculum_lowmem.split_moduli(cfg)
+    train_sets, test_sets = curriculum_lowmem.build_data(cfg, splits)
     assert cfg.base == cfg.vocab_size == 64  # no base given: 2^bits of the widest output (README)
     for i, (m, k) in enumerate([(1024, 6), (256, 4)]):  # YAML order: index i seeds data_seed + 1000 i
         want = split_ac(m, 6, 5, 2, 2, np.random.default_rng(7 + 1000 * i))
@@ -582,6 +585,7 @@ def test_output_file_names(files_run):
     assert sorted(os.listdir(out)) == sorted([
         f"{FILES_BASE}.csv", f"correctness_{FILES_BASE}.npz", f"accuracy_by_position_{FILES_BASE}.png",
         f"schedule_{FILES_BASE}.png", f"multi_curriculum_model_lazy_{FILES_BASE}.pt", ACV_NAME,
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json",
         *(f"multi_curriculum_checkpoint_{FILES_BASE}_step{s}.pt" for s in (0, 4, 8, 10))])
 
 
@@ -614,7 +618,7 @@ def test_csv_columns_rows_alpha_and_lr(files_run):
 def test_per_modulus_test_metrics_are_exact(files_run):
     out, path = files_run
     cfg = configure(["--config", path])
-    _, _, test_sets = curriculum_lowmem.build_data(cfg)
+    _, test_sets = curriculum_lowmem.build_data(cfg, curriculum_lowmem.split_moduli(cfg))
     model = build_model(GPTConfig(block_size=8, vocab_size=1024, n_layer=1, n_head=2, n_embd=32), False)
     model.load_state_dict(load(out / f"multi_curriculum_model_lazy_{FILES_BASE}.pt")["model_state_dict"])
     last = pd.read_csv(out / f"{FILES_BASE}.csv").iloc[-1]
@@ -673,6 +677,8 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, capsys):
     csv_a, model_a = csv.read_bytes(), load(model)["model_state_dict"]
     for name in (csv, model, *(out / f"multi_curriculum_checkpoint_{FILES_BASE}_step{s}.pt" for s in (8, 10))):
         os.remove(name)
+    manifest = out / f"run_{FILES_BASE}.json"  # as if killed after the checkpoint at update 4
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "finished": None}))
     capsys.readouterr()
 
     moved = shutil.copy(path, tmp_path / "same_settings_elsewhere.yaml")  # e.g. the SLURM sweep's per-job file
@@ -774,7 +780,7 @@ def test_pretrained_load_problems_are_one_line_errors(tmp_path, capsys):
 
 def curriculum_splits(*extra, folder):
     path = write_yaml(folder / "c.yaml", tiny_yaml())
-    return curriculum_lowmem.build_data(configure(["--config", path, *extra]))[0]
+    return curriculum_lowmem.split_moduli(configure(["--config", path, *extra]))
 
 
 def used(split):
@@ -846,8 +852,9 @@ def test_readme_yaml_runs_and_the_loop_applies_its_lr(tmp_path, applied_lrs):
     assert {f"multi_curriculum_checkpoint_{README_BASE}_step{s}.pt" for s in range(0, 5001, 1000)} <= names
     assert {f"{README_BASE}.csv", f"correctness_{README_BASE}.npz", f"multi_curriculum_model_lazy_{README_BASE}.pt",
             f"accuracy_by_position_{README_BASE}.png", f"schedule_{README_BASE}.png",
-            "training_ac_values_moduli65536_262144_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI2_I1.pt"} <= names
-    assert len(names) == 12
+            "training_ac_values_moduli65536_262144_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI2_I1.pt",
+            f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"} <= names
+    assert len(names) == 14
     table = pd.read_csv(out / f"{README_BASE}.csv")
     assert table["step"].tolist() == list(range(0, 5001, 200))
     for _, row in table.iterrows():

@@ -21,9 +21,9 @@ import torch
 
 import curriculum_lowmem
 import prng_train_lowmem
-from utils import results, trainer
-from utils.results import load_checkpoint, newest_checkpoint, save_torch
-from utils.runtime import estimate_checkpoint_bytes
+from utils import checkpoint, trainer
+from utils.checkpoint import FileKind, RunFiles, estimate_checkpoint_bytes, load_checkpoint, newest_checkpoint, save_checkpoint
+from utils.results import save_torch
 from tests.helpers import clean_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,8 @@ def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, caps
     assert proc.wait(timeout=TIMEOUT) == trainer.EXIT_PREEMPTED == 75, stdout
     stop = re.search(r"stopped by signal at step (\d+); checkpoint (\S+); continue with --resume auto", stdout)
     assert stop and 10 <= int(stop.group(1)) < 300, stdout
-    assert sorted(os.listdir(stopped)) == sorted([f"eval_{base}.tab", os.path.basename(stop.group(2))])
+    assert sorted(os.listdir(stopped)) == sorted([f"eval_{base}.tab", os.path.basename(stop.group(2)),
+                                                  f"positions_{base}.npz", f"run_{base}.json"])
     assert load(stop.group(2))["step"] == int(stop.group(1))
 
     assert prng_train_lowmem.main([*PREEMPT, "--results_dir", str(stopped), "--resume", "auto"]) == 0
@@ -138,7 +139,7 @@ with atomic_write(sys.argv[1]) as tmp:
 
 def test_kill9_during_a_checkpoint_write_keeps_the_good_file(tmp_path):
     good = tmp_path / "checkpoint_RUN_step4.pt"
-    save_torch({"model_state_dict": {"w": torch.arange(5.0)}, "step": 4}, str(good))
+    save_checkpoint({"model_state_dict": {"w": torch.arange(5.0)}, "step": 4}, str(good))
     before = fingerprint(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(good)], cwd=REPO, env=clean_env(), text=True,
                             stdout=subprocess.PIPE)
@@ -157,7 +158,8 @@ def test_kill9_during_a_checkpoint_write_keeps_the_good_file(tmp_path):
         dst.write(src.read()[:200])
     shutil.copy(good, tmp_path / ".tmp_x_checkpoint_RUN_step12.pt")  # complete, but a temporary name
     messages = []
-    assert newest_checkpoint(str(tmp_path), "checkpoint_", "RUN", log=messages.append) == str(good)
+    files = RunFiles(str(tmp_path), "RUN", {"checkpoint": FileKind("checkpoint_", "_step{step}.pt")}, num_steps=12)
+    assert newest_checkpoint(files, log=messages.append) == str(good)
     assert len(messages) == 1 and "skipping" in messages[0] and "step8.pt" in messages[0]
 
 
@@ -165,11 +167,17 @@ RESUME = [*TINY, "--num_steps", "8", "--eval_interval", "2", "--warm_steps", "2"
           "--checkpoint_interval", "4", "--save_params"]
 
 
-def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(tmp_path, capsys):
+def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(tmp_path, capsys, monkeypatch):
     base = base_name(RESUME)
     ckpt = lambda step: tmp_path / f"checkpoint_{base}_step{step}.pt"
-    assert prng_train_lowmem.main([*RESUME, "--results_dir", str(tmp_path)]) == 0
-    table, params = read_eval(tmp_path / f"eval_{base}.tab"), load(tmp_path / f"params_{base}.pth")
+    reference = tmp_path / "reference"
+    assert prng_train_lowmem.main([*RESUME, "--results_dir", str(reference)]) == 0
+    table, params = read_eval(reference / f"eval_{base}.tab"), load(reference / f"params_{base}.pth")
+    # A run that dies after its last checkpoint, before its final files (a crash, not a signal).
+    with monkeypatch.context() as patch:
+        patch.setattr(prng_train_lowmem, "save_final_outputs", lambda *a: (_ for _ in ()).throw(MemoryError))
+        with pytest.raises(MemoryError):
+            prng_train_lowmem.main([*RESUME, "--results_dir", str(tmp_path)])
     with open(ckpt(8), "r+b") as fh:
         fh.truncate(os.path.getsize(ckpt(8)) // 2)  # what a non-atomic writer would leave
     shutil.copy(ckpt(4), tmp_path / f".tmp_abc{base[-10:]}_step12.pt")
@@ -179,7 +187,7 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(tmp
     assert re.search(r"skipping checkpoint \S+step8\.pt is unreadable or incomplete", out), out
     assert f"resume: from {ckpt(4)}" in out
     pd.testing.assert_frame_equal(read_eval(tmp_path / f"eval_{base}.tab"), table, check_exact=True)
-    assert_same_params(load(tmp_path / f"params_{base}_2.pth"), params)
+    assert_same_params(load(tmp_path / f"params_{base}.pth"), params)
     assert load_checkpoint(str(ckpt(8)))["step"] == 8  # rewritten whole
 
 
@@ -217,7 +225,7 @@ def test_nan_loss_stops_naming_the_update_and_keeps_the_checkpoints(tmp_path, ca
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: non-finite loss") and "at update 5 " in err[0], err
-    assert sorted(os.listdir(tmp_path)) == sorted([f"eval_{base}.tab"] +
+    assert sorted(os.listdir(tmp_path)) == sorted([f"eval_{base}.tab", f"positions_{base}.npz", f"run_{base}.json"] +
                                                   [f"checkpoint_{base}_step{s}.pt" for s in (0, 2, 4)])
     assert read_eval(tmp_path / f"eval_{base}.tab")["step"].tolist() == [0, 2, 4]
     assert load_checkpoint(str(tmp_path / f"checkpoint_{base}_step4.pt"))["step"] == 4
@@ -234,7 +242,7 @@ def test_diverging_lr_stops_with_exit_1(tmp_path, capsys):
 def test_a_failed_checkpoint_write_stops_with_exit_1_and_keeps_the_earlier_ones(tmp_path, capsys, monkeypatch):
     args = [*TINY, "--num_steps", "6", "--eval_interval", "2", "--save_checkpoints", "--checkpoint_interval", "2"]
     base = base_name(args)
-    real, calls = results.save_torch, []
+    real, calls = checkpoint.save_torch, []
 
     def disk_full_on_third(obj, path):
         calls.append(path)
@@ -242,10 +250,10 @@ def test_a_failed_checkpoint_write_stops_with_exit_1_and_keeps_the_earlier_ones(
             raise OSError(28, "No space left on device")
         real(obj, path)
 
-    monkeypatch.setattr(results, "save_torch", disk_full_on_third)
+    monkeypatch.setattr(checkpoint, "save_torch", disk_full_on_third)
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: could not write checkpoint") and "step4.pt" in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: could not write ") and "step4.pt" in err[0], err
     assert "No space left on device" in err[0]
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint_")) == \
         [f"checkpoint_{base}_step0.pt", f"checkpoint_{base}_step2.pt"]
@@ -272,7 +280,7 @@ def checkpoint_size(args):
     model = prng_train_lowmem.build_model(prng_train_lowmem.GPTConfig(
         block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
         n_embd=cfg.n_embd, digits=cfg.digits), cfg.no_rope)
-    return estimate_checkpoint_bytes(model)
+    return estimate_checkpoint_bytes(sum(p.numel() for p in model.parameters()))
 
 
 def test_disk_check_refuses_a_run_that_does_not_fit(tmp_path, capsys, free_bytes):
@@ -284,7 +292,7 @@ def test_disk_check_refuses_a_run_that_does_not_fit(tmp_path, capsys, free_bytes
     captured = capsys.readouterr()
     assert f"checkpoints: {each / 1e6:.1f} MB each, 7 to write, {7 * each / 1e6:.1f} MB in all" in captured.out
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: the run's checkpoints need") and "--ignore_disk_check" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: the run needs") and "--ignore_disk_check" in err[0]
     assert os.listdir(tmp_path) == []  # refused before anything was written
 
     # The override starts it anyway; the estimate is close to what a checkpoint really takes.

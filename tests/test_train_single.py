@@ -5,6 +5,7 @@ in-process through `main([...])` where only its behaviour is checked. Configurat
 subprocess costs seconds of imports on these machines.
 """
 
+import json
 import math
 import os
 import re
@@ -80,7 +81,8 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
         expected = {f"eval_{README_BASE}.tab", f"params_{README_BASE}.pth",
                     f"checkpoint_{README_BASE}_step0.pt", f"checkpoint_{README_BASE}_step2.pt",
                     "trainac_XSLRR_m262144_b512_d1_na8_nc8_ne1_dI1.npz",
-                    "training_ac_values_m262144_na8_nc8_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt"}
+                    "training_ac_values_m262144_na8_nc8_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
+                    f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
         table = read_eval(out / f"eval_{README_BASE}.tab")
         assert table["step"].tolist() == [0, 1, 2]
@@ -114,7 +116,7 @@ def files_run(tmp_path_factory):
 
 
 def test_file_names_follow_spec_9_1(files_run):
-    out, _, first_listing = files_run
+    out, _, first_listing, _ = files_run
     assert first_listing == {
         f"eval_{FILES_BASE}.tab", f"params_{FILES_BASE}.pth", f"correctness_{FILES_BASE}.npz",
         f"correctness_{FILES_BASE}.png",
@@ -413,6 +415,13 @@ RESUME_ARGS = ["--m", "256", *TINY, "--num_steps", "12", "--eval_interval", "4",
 RESUME_BASE = "LCG_m256_kp8_vs256_sl9_b256_nd1_na4_nc4_ne1_n32_h2_d1_rope_dI1_I1_lr0.001000_Twarm2_T12_B4_wd0.5"
 
 
+def unfinish(manifest):
+    """Mark a run's manifest as not finished (what it says until a run's very last write)."""
+    record = json.loads(manifest.read_text())
+    record["finished"] = None
+    manifest.write_text(json.dumps(record))
+
+
 def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, capsys):
     eval_path, params_path = tmp_path / f"eval_{RESUME_BASE}.tab", tmp_path / f"params_{RESUME_BASE}.pth"
     ckpt = lambda step: tmp_path / f"checkpoint_{RESUME_BASE}_step{step}.pt"
@@ -421,6 +430,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, capsys):
     assert table_a["step"].tolist() == [0, 4, 8, 12]
     for path in (eval_path, params_path, ckpt(8), ckpt(12)):
         os.remove(path)
+    unfinish(tmp_path / f"run_{RESUME_BASE}.json")  # as if killed after the checkpoint at update 4
     capsys.readouterr()
 
     assert run_main(*RESUME_ARGS, "--resume", "auto", results_dir=tmp_path) == 0

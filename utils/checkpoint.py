@@ -36,6 +36,9 @@ import torch
 from .results import WriteError, first_line, save_torch
 
 FORMAT_VERSION = 2
+REQUIRED_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "step", "eval_results", "eval_columns",
+                           "extra_results", "positions", "train_state", "task_state", "torch_rng_state", "identity",
+                           "config"})
 NAME_MAX = 255  # bytes in one file name on Linux file systems
 
 # Settings that may differ between a run and its resumption without changing what it computes.
@@ -183,7 +186,12 @@ def validate_checkpoint(ckpt: dict, path: str, identity: str, num_steps: int, sh
         diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)][:4]
         shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in diff)
         raise ValueError(f"--resume {path} belongs to a different run ({shown or 'identity ' + str(ckpt.get('identity'))})")
-    step = ckpt["step"]
+    missing = sorted(REQUIRED_KEYS - set(ckpt))
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
+    step, loop = ckpt["step"], ckpt["train_state"]
+    if not isinstance(loop, dict) or loop.get("update") != step or not isinstance(loop.get("accum"), list):
+        raise ValueError(f"checkpoint {path}: its loop state does not match its step {step!r}")
     if not isinstance(step, int) or not 0 <= step <= num_steps:
         raise ValueError(f"checkpoint {path} is at update {step!r}, outside this run's 0..{num_steps}")
     state = ckpt["model_state_dict"]
@@ -395,33 +403,37 @@ class RunStart:
 
 
 def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes: dict, n_params: int,
-                     final_bytes: int, log) -> tuple[Claim, str | None]:
+                     final_bytes: int, log) -> tuple[Claim, str | None, dict | None]:
     """Rank 0's start-up: results_dir usable, stem claimed and locked, the checkpoint to resume chosen and
     validated, the disk checked; the manifest is written last, so a refusal leaves nothing behind."""
+    if cfg.resume not in (None, "auto") and not os.path.isfile(cfg.resume):
+        raise ValueError(f"--resume: no such file {cfg.resume}")
     check_writable(cfg.results_dir)
     with DirLock(cfg.results_dir):
         claim = claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps, log)
         try:
+            files, path, ckpt = claim.files, None, None
+            if cfg.resume not in (None, "auto"):  # a named checkpoint is checked even if the run is done
+                path, ckpt = cfg.resume, load_checkpoint(cfg.resume)
+                validate_checkpoint(ckpt, path, identity, cfg.num_steps, shapes, config)
             if claim.manifest.get("finished"):
-                return claim, None
-            files = claim.files
+                os.close(claim.fd)
+                claim.fd = None
+                return claim, None, None
             if cfg.resume == "auto":
                 path = newest_checkpoint(files, log)
                 log(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
-            elif cfg.resume:
-                if not os.path.isfile(cfg.resume):
-                    raise ValueError(f"--resume: no such file {cfg.resume}")
-                path = cfg.resume
-            else:
+                if path:
+                    ckpt = load_checkpoint(path)
+                    validate_checkpoint(ckpt, path, identity, cfg.num_steps, shapes, config)
+            elif cfg.resume is None:
                 path = None
                 if files.checkpoints():
                     step = files.checkpoints()[0][0]
                     raise ValueError(f"this run has checkpoints up to update {step} in {cfg.results_dir}: continue "
                                      f"it with --resume auto (or delete them to start it over)")
             update, started = 0, False
-            if path:
-                ckpt = load_checkpoint(path)
-                validate_checkpoint(ckpt, path, identity, cfg.num_steps, shapes, config)
+            if ckpt is not None:
                 update, started = int(ckpt["train_state"]["update"]), bool(ckpt["train_state"]["started"])
             n_ckpt = checkpoints_to_write(cfg.save_checkpoints, cfg.checkpoint_interval, cfg.num_steps, update, started)
             problem = check_disk(cfg.results_dir, n_ckpt, estimate_checkpoint_bytes(n_params), final_bytes,
@@ -439,7 +451,7 @@ def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes:
             if claim.fd is not None:
                 os.close(claim.fd)
             raise
-    return claim, path
+    return claim, path, ckpt
 
 
 def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, shapes: dict, n_params: int,
@@ -448,10 +460,10 @@ def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, sh
     rank (rank 0 decides, the others follow), so the caller exits with one line."""
     from .distributed import broadcast_object
     identity = run_identity(config)
-    decision = None
+    decision, ckpt = None, None
     if info.master:
         try:
-            claim, path = _claim_and_check(cfg, config, identity, base, kinds, shapes, n_params, final_bytes, log)
+            claim, path, ckpt = _claim_and_check(cfg, config, identity, base, kinds, shapes, n_params, final_bytes, log)
             decision = {"stem": claim.files.stem, "path": path, "finished": claim.manifest.get("finished")}
         except ValueError as err:
             decision = {"error": str(err)}
@@ -459,7 +471,8 @@ def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, sh
     if "error" in decision:
         raise ValueError(decision["error"])
     files = RunFiles(cfg.results_dir, decision["stem"], kinds, cfg.num_steps)
-    ckpt = load_checkpoint(decision["path"]) if decision["path"] else None
+    if decision["path"] and not info.master:
+        ckpt = load_checkpoint(decision["path"])
     if ckpt is not None:
         saved = ckpt.get("amp_dtype")
         now = str(cfg.amp_dtype).replace("torch.", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -47,13 +48,22 @@ def atomic_write(path: str):
     except (OSError, RuntimeError) as err:
         if isinstance(err, WriteError):
             raise
-        raise WriteError(path, err) from err
+        if not isinstance(err, OSError) and _disk_full(folder):  # torch.save's message does not say why
+            err = OSError(28, f"No space left on device ({first_line(err)})")
+        raise WriteError(path, err) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             try:
                 os.remove(tmp)
             except OSError:
                 pass
+
+
+def _disk_full(folder: str) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def first_line(err: BaseException) -> str:

@@ -174,7 +174,7 @@ class Task:
                                  "config": plain_config(self.cfg)}, path)
                 prune_checkpoints(self.files, self.cfg.keep_checkpoints)
             except (OSError, RuntimeError) as err:
-                error = err
+                error = err if isinstance(err, WriteError) else WriteError(path, err)
         if any_rank(error is not None, self.info):
             raise CheckpointWriteError(str(error) if error else f"could not write checkpoint {path}: failed on rank 0")
         return path
