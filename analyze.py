@@ -18,7 +18,7 @@ import torch
 
 from utils.analysis import baselines, embeddings, loading, positions, probes, scaling
 from utils.evaluation import plot_accuracy_by_position
-from utils.results import atomic_write, save_npz, save_table
+from utils.results import save_npz, save_table
 
 EXIT_BAD_INPUT = 2
 
@@ -252,7 +252,7 @@ def cmd_layers(args) -> int:
     table = os.path.join(args.out, "layer_probe.csv")
     save_table(rows, list(rows[0]), table)
     plot = os.path.join(args.out, "layer_probe.png")
-    plot_accuracy_by_layer(plot, rows, wanted, feats.shape[0], chance, [s.label for s in group])
+    probes.plot_accuracy_by_layer(plot, rows, wanted, feats.shape[0], chance, [s.label for s in group])
     written = [table, plot]
     first = group[0].dataset
     n_first = len(first)
@@ -264,50 +264,13 @@ def cmd_layers(args) -> int:
         maps = probes.attention_maps(loaded.model, x)
         base = os.path.join(args.out, f"attention_{i}")
         save_npz(base + ".npz", attention=maps, tokens=x.cpu().numpy()[0])
-        plot_attention(base + ".png", maps, f"{s.label} m={m}, sequence {i}")
+        probes.plot_attention(base + ".png", maps, f"{s.label} m={m}, sequence {i}")
         written += [base + ".npz", base + ".png"]
     for layer in range(feats.shape[0]):
         accs = [r["accuracy"] for r in rows if r["layer"] == layer]
         print(f"layer {layer}: probe accuracy {min(accs):.3f}-{max(accs):.3f} over positions (chance {chance:.3f})")
     print("files written:\n" + "\n".join(f"  {p}" for p in written))
     return 0
-
-
-def plot_accuracy_by_layer(path, rows, wanted, n_layers, chance, labels):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for layer in range(n_layers):
-        ax.plot(wanted, [r["accuracy"] for r in rows if r["layer"] == layer], marker="o", ms=3,
-                label="embedding" if layer == 0 else f"after block {layer}")
-    ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
-    ax.set(xscale="log", xlabel="position (numbers in the context)", ylabel="held-out probe accuracy", ylim=(0, 1.02),
-           title=f"linear probe for the generator ({', '.join(labels)})")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
-def plot_attention(path, maps, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    n_layer, n_head = maps.shape[:2]
-    fig, axes = plt.subplots(n_layer, n_head, figsize=(2.6 * n_head, 2.6 * n_layer), squeeze=False)
-    for i in range(n_layer):
-        for j in range(n_head):
-            axes[i, j].imshow(maps[i, j], cmap="viridis", vmin=0, vmax=1)
-            axes[i, j].set_title(f"layer {i + 1} head {j + 1}", fontsize=8)
-            axes[i, j].axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def cmd_scaling(args) -> int:

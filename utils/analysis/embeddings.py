@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import plots
+
 PROPERTIES = ("popcount", "lowest_bit", "rotation_class")
 
 
@@ -61,18 +63,11 @@ def separation_scores(coords: np.ndarray, labels: dict[str, np.ndarray], compone
 
 
 def plot_pairs(path: str, coords: np.ndarray, labels: np.ndarray, name: str, pairs, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..results import atomic_write
-
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
     for ax, (i, j) in zip(axes[0], pairs):
         sc = ax.scatter(coords[:, i], coords[:, j], c=labels, cmap="tab20" if name != "popcount" else "viridis", s=9)
         ax.set(xlabel=f"PC{i + 1}", ylabel=f"PC{j + 1}")
     fig.colorbar(sc, ax=axes[0].tolist(), label=name)
     fig.suptitle(title, fontsize=10)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    plots.save(fig, path, dpi=100)

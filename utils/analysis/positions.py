@@ -17,6 +17,7 @@ from ..distributed import DistInfo
 from ..evaluation import autocast, evaluate
 from ..results import save_table
 from ..tokens import to_tokens
+from . import plots
 
 CURVE_COLUMNS = ["source", "m", "label", "position", "accuracy", "sequences"]
 
@@ -95,24 +96,9 @@ def read_positions(path: str) -> dict[str, np.ndarray]:
     return {"step": arrays["step"], **curves}
 
 
-def _figure():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, plt, path):
-    from ..results import atomic_write
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def plot_over_training(path: str, steps, acc: np.ndarray, title: str) -> None:
     """One accuracy-by-position line per evaluation, coloured from early (dark) to late (light)."""
-    plt = _figure()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     cmap = plt.get_cmap("viridis")
     for i, (step, row) in enumerate(zip(steps, acc)):
@@ -121,12 +107,12 @@ def plot_over_training(path: str, steps, acc: np.ndarray, title: str) -> None:
     fig.colorbar(sm, ax=ax, label="update")
     ax.set(xlabel="position (numbers in the context)", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
-    _save(fig, plt, path)
+    plots.save(fig, path)
 
 
 def plot_needed_over_training(path: str, steps, needed: dict, tau: float, n_positions: int) -> None:
     """Context needed against the update, one line per curve; evaluations where it is not reached are left out."""
-    plt = _figure()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, values in needed.items():
         ok = [(s, v) for s, v in zip(steps, values) if v is not None]
@@ -135,4 +121,4 @@ def plot_needed_over_training(path: str, steps, needed: dict, tau: float, n_posi
            title="context needed during training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, plt, path)
+    plots.save(fig, path)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..gpt2 import apply_rotary
+from . import plots
 
 
 @torch.no_grad()
@@ -75,3 +76,32 @@ def attention_maps(model, tokens: torch.Tensor) -> np.ndarray:
         scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
         maps.append(scores.softmax(-1)[0].float().cpu().numpy())
     return np.stack(maps)
+
+
+def plot_accuracy_by_layer(path, rows, wanted, n_layers, chance, labels):
+    """Probe accuracy against position, one line per layer, with the chance level."""
+    plt = plots.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for layer in range(n_layers):
+        ax.plot(wanted, [r["accuracy"] for r in rows if r["layer"] == layer], marker="o", ms=3,
+                label="embedding" if layer == 0 else f"after block {layer}")
+    ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+    ax.set(xscale="log", xlabel="position (numbers in the context)", ylabel="held-out probe accuracy", ylim=(0, 1.02),
+           title=f"linear probe for the generator ({', '.join(labels)})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    plots.save(fig, path)
+
+
+def plot_attention(path, maps, title):
+    """A grid of attention maps, layers down and heads across."""
+    plt = plots.pyplot()
+    n_layer, n_head = maps.shape[:2]
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(2.6 * n_head, 2.6 * n_layer), squeeze=False)
+    for i in range(n_layer):
+        for j in range(n_head):
+            axes[i, j].imshow(maps[i, j], cmap="viridis", vmin=0, vmax=1)
+            axes[i, j].set_title(f"layer {i + 1} head {j + 1}", fontsize=8)
+            axes[i, j].axis("off")
+    fig.suptitle(title, fontsize=9)
+    plots.save(fig, path, dpi=100)

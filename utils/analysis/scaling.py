@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 
+from . import plots
 from .positions import context_needed
 
 
@@ -65,12 +66,7 @@ def fit_power_law(m, needed) -> dict:
 
 
 def plot(path: str, points: list[dict], fit: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..results import atomic_write
-
+    plt = plots.pyplot()
     m = np.array([p["m"] for p in points], dtype=np.float64)
     y = np.array([p["context_needed"] for p in points], dtype=np.float64)
     grid = np.geomspace(m.min() / 1.5, m.max() * 1.5, 50)
@@ -82,7 +78,4 @@ def plot(path: str, points: list[dict], fit: dict) -> None:
     ax.set(xlabel="modulus m", ylabel="context needed (numbers)", title="context needed against m")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)

@@ -1,0 +1,20 @@
+"""The one place the analysis plots start and save a figure (matplotlib is imported on first use:
+the commands that draw nothing start faster)."""
+from __future__ import annotations
+
+from ..results import atomic_write
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path: str, dpi: int = 110) -> None:
+    """Lay out, write the PNG atomically and close the figure."""
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)
