@@ -64,10 +64,11 @@ def separation_scores(coords: np.ndarray, labels: dict[str, np.ndarray], compone
 
 def plot_pairs(path: str, coords: np.ndarray, labels: np.ndarray, name: str, pairs, title: str) -> None:
     plt = plots.pyplot()
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False,
+                             layout="constrained")
     for ax, (i, j) in zip(axes[0], pairs):
         sc = ax.scatter(coords[:, i], coords[:, j], c=labels, cmap="tab20" if name != "popcount" else "viridis", s=9)
         ax.set(xlabel=f"PC{i + 1}", ylabel=f"PC{j + 1}")
     fig.colorbar(sc, ax=axes[0].tolist(), label=name)
     fig.suptitle(title, fontsize=10)
-    plots.save(fig, path, dpi=100)
+    plots.save(fig, path, dpi=100, tight=False)

@@ -18,7 +18,7 @@ import torch
 from .. import prng
 from ..data import Combo, PRNGDataset, parse_combos
 from ..gpt2 import GPTConfig, build_model, strip_compile_prefix
-from ..params import load_exclusions, split_ac
+from ..params import increment_count, load_exclusions, multiplier_count, split_ac
 from ..results import load_foreign
 from ..tokens import check_vocab
 
@@ -233,8 +233,9 @@ def eval_sets(settings: Settings, *, moduli=None, kind=None, control_bits=None, 
               a_values=None, c_values=None, n_test_a=None, n_test_c=None, n_example=1, seq_len=None,
               log=print) -> list[EvalSet]:
     """The run's own test sequences (the same (a, c), start states and types training saw), or fresh ones
-    where an argument replaces a setting. A modulus the run did not train on draws its (a, c) from
-    data_seed; modulus i of a curriculum from data_seed + 1000 i, as training did."""
+    where an argument replaces a setting. Modulus i of a curriculum draws from data_seed + 1000 i, as
+    training did; a modulus the run did not train on draws up to n_test_a x n_test_c test values (as many
+    as it has) from data_seed."""
     kind = kind or settings.type
     control_bits = settings.control_bits if control_bits is None else control_bits
     seed = settings.data_seed if data_seed is None else int(data_seed)
@@ -264,7 +265,15 @@ def eval_sets(settings: Settings, *, moduli=None, kind=None, control_bits=None, 
         a, c = a_values, c_values
         if a is None or c is None:
             ex_a, ex_c = exclusions.for_modulus(m)
-            split = split_ac(m, settings.n_a, settings.n_c, n_test_a, n_test_c, np.random.default_rng(m_seed), ex_a, ex_c)
+            if m in settings.moduli:
+                split = split_ac(m, settings.n_a, settings.n_c, n_test_a, n_test_c, np.random.default_rng(m_seed),
+                                 ex_a, ex_c)
+            else:  # no training split to stay clear of at this modulus: test values as many as it has
+                test_a = min(n_test_a, multiplier_count(m) - 1)
+                test_c = min(n_test_c, increment_count(m) - 1)
+                if (test_a, test_c) != (n_test_a, n_test_c):
+                    log(f"m={m}: testing {test_a} multipliers x {test_c} increments (all it has)")
+                split = split_ac(m, 1, 1, test_a, test_c, np.random.default_rng(m_seed), ex_a, ex_c)
             a = split.test_a if a is None else a
             c = split.test_c if c is None else c
         for name, values in (("a", a), ("c", c)):

@@ -12,9 +12,10 @@ def pyplot():
     return plt
 
 
-def save(fig, path: str, dpi: int = 110) -> None:
-    """Lay out, write the PNG atomically and close the figure."""
-    fig.tight_layout()
+def save(fig, path: str, dpi: int = 110, tight: bool = True) -> None:
+    """Lay out (unless the figure has its own layout), write the PNG atomically and close the figure."""
+    if tight:
+        fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     pyplot().close(fig)
