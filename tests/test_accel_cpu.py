@@ -309,3 +309,30 @@ def test_fused_adamw_matches_the_unfused_update_on_cpu():
             # float32 arithmetic in another order: within 1e-7 after each of 20 updates of lr 3e-3
             torch.testing.assert_close(fused[name], plain[name], rtol=0, atol=1e-7, msg=f"update {step}: {name}")
     assert max(float((plain[k] - start[k]).abs().max()) for k in plain) > 1e-2  # the weights did move
+
+
+def test_a_compiled_model_is_not_compiled_again_for_a_short_last_eval_batch():
+    m, seq_len = 1024, 9
+    combos = parse_combos("LCG+XSLRR", "1,2", m, 10, log=lambda *a: None)
+    split = split_ac(m, 4, 4, 3, 3, np.random.default_rng(1))
+    test = PRNGDataset(m, combos, split.test_a, split.test_c, 1, seq_len, m, 1, data_seed=1)
+    torch.manual_seed(0)
+    model = build_model(GPTConfig(block_size=seq_len - 1, vocab_size=m, n_layer=1, n_head=2, n_embd=32), False)
+    graphs = []
+
+    def backend(gm, example_inputs):  # dynamo's graph, run as traced: counts compilations, no inductor
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)])
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend)
+    shards = list(eval_shards(len(test), 4))
+    assert [len(s) for s in shards][-1] == 3  # 27 sequences: the last batch is short
+    kw = dict(info=DistInfo(), dtype=torch.float32, digits=1, positions=True, per_combo=True)
+    got, want = evaluate(compiled, test, shards, **kw), evaluate(model, test, shards, **kw)
+    assert len(graphs) == 1 and (4, 8) in graphs[0]
+    for key in ("acc", "last_acc"):
+        assert got[key] == want[key]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
+    np.testing.assert_array_equal(got["pos_acc"], want["pos_acc"])
+    assert [p["acc"] for p in got["per_combo"]] == [p["acc"] for p in want["per_combo"]]

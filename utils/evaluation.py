@@ -54,11 +54,20 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
     pos_k = torch.zeros(K, C, dtype=torch.float64, device=info.device)  # per combo, with positions
     num_k = torch.zeros(K, dataset.seq_len - 1, dtype=torch.float64, device=info.device)
     counts = np.zeros(1 + K)  # sequences (+ per combo), counted on the host
+    compiled, full = hasattr(model, "_orig_mod"), None  # torch.compile's wrapper; the first batch's rows
     for idx in index_batches:
         idx = np.asarray(idx)
-        x, y = dataset.batch(idx, info.device)  # made on the device already
+        full = full or len(idx)
+        run = idx
+        if compiled and len(idx) < full:
+            # A short last batch would make torch.compile compile the model once more (with a dynamic
+            # batch size, slower for every later batch): pad it with its last row, drop those outputs.
+            run = np.concatenate([idx, np.repeat(idx[-1:], full - len(idx))])
+        x, y = dataset.batch(run, info.device)  # made on the device already
         with autocast(info.device, dtype):
             logits, _ = model(x)
+        if len(run) != len(idx):
+            logits, y = logits[:len(idx)], y[:len(idx)]
         flat_logits = logits.float().reshape(-1, logits.size(-1))
         counts[0] += len(idx)
         if K:
