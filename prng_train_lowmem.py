@@ -2,7 +2,6 @@
 model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -28,12 +27,13 @@ EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "tra
                 "grad_norm"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py)."""
+def build_parser() -> config.ConfigParser:
+    """Flags, defaults, bounds and help come from the one parameter table (utils/config.py); the
+    parser returns the typed config (config.config_class)."""
     return config.build_parser(config.SINGLE, __doc__)
 
 
-def setup_config(cfg: argparse.Namespace, world_size: int, log=print) -> argparse.Namespace:
+def setup_config(cfg, world_size: int, log=print):
     """Fill the defaults of the original (tokens: README "Tokens and vocabulary") and validate
     everything before anything is built; raise ValueError naming the flag and the value."""
     flag = lambda attr: f"--{attr}"

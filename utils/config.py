@@ -11,7 +11,8 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import field as dataclass_field
 
 EXIT_BAD_INPUT = 2
 INT64_MAX = 2**63 - 1  # generator states, a, c and token values live in int64
@@ -338,6 +339,8 @@ PARAMS = (
       yaml=("training.checkpoint_interval", "output.checkpoint_interval"), lo=1, group="output"),
     P("num_workers", "int", 8, "accepted for the original's command lines; batches are made in-process by one "
       "vectorized call, so no workers are started", scripts=(SINGLE,), lo=0, group="output"),
+    P("config", "str", None, "YAML file; flags written on the command line override its values",
+      scripts=(CURRICULUM,)),
     # YAML only: printed or kept, as the original
     P("experiment_name", "str", "Unnamed", "printed at start", scripts=(), yaml=("experiment_name",)),
     P("description", "str", "No description", "printed at start", scripts=(), yaml=("description",)),
@@ -374,12 +377,66 @@ def params_of(script: str) -> list[Param]:
     return [p for p in PARAMS if script in p.scripts]
 
 
-def build_parser(script: str, description: str, first: tuple = ()) -> argparse.ArgumentParser:
-    """The script's argument parser, from PARAMS. A malformed flag is bad input like any other: one
-    line and exit 2, not argparse's usage block."""
-    parser = argparse.ArgumentParser(description=description)
-    for args, kwargs in first:
-        parser.add_argument(*args, **kwargs)
+@dataclass
+class SingleDerived:
+    """What prng_train_lowmem.setup_config derives from the parameters (None until it has run)."""
+    type_list: list | None = None  # the '+'-joined types of --type
+    combos: list | None = None  # validated generator/control-bit combinations (utils.data.Combo)
+    context_len: int | None = None  # seq_len * digits - 1: the model's input length
+    world_size: int | None = None  # processes
+    effective_batch: int | None = None  # batch_size x grad_acc_steps x world_size
+    amp_dtype: object = None  # the autocast dtype, chosen at start-up from --dtype
+
+
+@dataclass
+class CurriculumDerived:
+    """What curriculum_lowmem.load_config/setup_config derive (None until they have run)."""
+    phases: list | None = None  # the phase dicts: YAML curriculum.phases or --custom_phases
+    phase_list: list | None = None  # validated utils.schedules.Phase objects
+    num_steps: int | None = None  # the sum of the phases' steps
+    combos_by_m: dict | None = None  # validated combinations per modulus
+    moduli_bits_to_keep: list | None = None  # bits_to_keep as given (the original's key name)
+    context_len: int | None = None
+    world_size: int | None = None
+    effective_batch: int | None = None
+    amp_dtype: object = None
+
+
+_PY_TYPES = {"int": int, "float": float, "str": str, "flag": bool, "paths": list, "intlist": str, "phases": str}
+
+
+def config_class(script: str) -> type:
+    """The typed configuration of a script: one field per parameter (the table's default for this
+    script) after the fields of what its set-up derives."""
+    base = SingleDerived if script == SINGLE else CurriculumDerived
+    taken = {f.name for f in fields(base)}
+    own = []
+    for p in PARAMS:
+        if script in p.scripts or (script == CURRICULUM and not p.scripts):  # YAML-only values too
+            assert p.name not in taken, p.name
+            kind, default = p.for_script("kind", script), p.for_script("default", script)
+            own.append((p.name, _PY_TYPES[kind] | None if default is None else _PY_TYPES[kind],
+                        dataclass_field(default=default)))
+    return make_dataclass("SingleModulusConfig" if script == SINGLE else "CurriculumConfig", own, bases=(base,))
+
+
+class ConfigParser(argparse.ArgumentParser):
+    """An argument parser whose result is the script's typed config (`config_class`), not a Namespace."""
+
+    def __init__(self, script: str, **kwargs):
+        super().__init__(**kwargs)
+        self.config_class = config_class(script)
+
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(args, self.config_class() if namespace is None else namespace)
+
+    def error(self, message):  # a malformed flag is bad input like any other: one line, exit 2
+        fail(f"{message} (see --help)")
+
+
+def build_parser(script: str, description: str) -> ConfigParser:
+    """The script's argument parser, from PARAMS."""
+    parser = ConfigParser(script, description=description)
     groups = {}
     for p in params_of(script):
         group = groups.get(p.group) or groups.setdefault(p.group, parser.add_argument_group(GROUPS[p.group]))
@@ -394,7 +451,6 @@ def build_parser(script: str, description: str, first: tuple = ()) -> argparse.A
             if p.choices:
                 kwargs["choices"] = list(p.choices)
         group.add_argument(f"--{p.name}", **kwargs)
-    parser.error = lambda message: fail(f"{message} (see --help)")
     return parser
 
 
@@ -484,8 +540,6 @@ def markdown() -> str:
             keys += f" ({show(p.yaml_default)})"
         choices = f" One of {', '.join(p.choices)}." if p.choices else ""
         lines.append(f"| {flag} | {single} | {curriculum} | {keys} | {bounds(p)} | {p.help}.{choices} |")
-    lines += ["", "The curriculum script also takes `--config FILE` (the YAML; flags written on the command line "
-              "override its values)."]
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,8 @@ def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
     ignored, and one line lists what was loaded, missing and unexpected (a file of another depth loads
     its common layers). The token table is copied row by row, min(old, new) rows, so a model trained on
     a smaller vocabulary starts a larger one. A file that shares no tensor with the model besides the
-    token table, or a tensor of another shape, is an error. Returns the pretrained vocabulary size."""
+    token table, or a tensor of another shape, is an error. A model on the meta device is only checked.
+    Returns the pretrained vocabulary size."""
     state = read_state_dict(path)
     wte = state.pop("transformer.wte.weight")
     state.pop("lm_head.weight", None)
@@ -46,8 +47,10 @@ def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
     target = model.transformer.wte.weight
     if wte.shape[1] != target.shape[1]:
         raise ValueError(f"pretrained file {path}: embedding width {wte.shape[1]} != n_embd {target.shape[1]}")
-    model.load_state_dict({k: state[k] for k in common}, strict=False)
     rows = min(wte.shape[0], target.shape[0])
+    if target.is_meta:  # a shape-only model (start-up check): the file fits, nothing to copy
+        return int(wte.shape[0])
+    model.load_state_dict({k: state[k] for k in common}, strict=False)
     if wte.shape[0] > target.shape[0]:
         log(f"warning: pretrained vocabulary {wte.shape[0]} is larger than {target.shape[0]}; extra rows dropped")
     with torch.no_grad():
