@@ -34,8 +34,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {"prng": (prng_train_lowmem, PRNG), "curriculum": (curriculum_lowmem, CURRICULUM)}
 CUDA_BF16 = ["--device", "cuda", "--dtype", "bfloat16"]
 # Resumed vs uninterrupted on the GPU (see the module docstring); GPU vs CPU (other kernels): looser.
-SAME_DEVICE = {"loss": 5e-3, "acc": 0.07}
-OTHER_DEVICE = {"loss": 2e-2, "acc": 0.1}  # one token of the 32 in a tiny test set is 0.03
+SAME_DEVICE = {"loss": 5e-3, "acc": 0.07, "norm": 0.02}  # absolute, absolute, relative
+OTHER_DEVICE = {"loss": 2e-2, "acc": 0.1, "norm": 0.1}  # one token of the 32 in a tiny test set is 0.03
 
 
 def assert_tables_close(got: dict, want: dict, tolerance: dict):
@@ -43,11 +43,15 @@ def assert_tables_close(got: dict, want: dict, tolerance: dict):
     for name in want:
         assert len(got[name]) == len(want[name]), name
         for column in want[name].columns:
-            atol = tolerance["loss"] if "loss" in column or "norm" in column else tolerance["acc"]
-            if "loss" not in column and "acc" not in column:
-                atol = 0  # steps, weights, learning rates: exact
+            atol, rtol = 0.0, 0.0  # steps, weights, learning rates: computed on the host, exact
+            if "loss" in column:
+                atol = tolerance["loss"]
+            elif "acc" in column:
+                atol = tolerance["acc"]
+            elif "norm" in column:
+                rtol = tolerance["norm"]
             np.testing.assert_allclose(got[name][column].to_numpy(float), want[name][column].to_numpy(float),
-                                       atol=atol, rtol=0, err_msg=f"{name}: {column}")
+                                       atol=atol, rtol=rtol, err_msg=f"{name}: {column}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,8 +103,10 @@ def test_gpu_run_uses_bf16_compile_and_fused_adamw(gpu_run):
     assert last["config"]["device"] == "cuda" and last["config"]["dtype"] == "bfloat16"
     assert all(group["fused"] for group in last["optimizer_state_dict"]["param_groups"])
     assert all(v.device.type == "cpu" for v in last["model_state_dict"].values())  # readable without a GPU
-    for table in tables(folder).values():
-        losses = table[[c for c in table.columns if "train_loss" in c]].to_numpy(float)[1:]
+    trained = [t[[c for c in t.columns if "train_loss" in c]].to_numpy(float)[1:] for t in tables(folder).values()]
+    trained = [losses for losses in trained if losses.size]
+    assert trained  # the eval table has train losses from step 5 on
+    for losses in trained:
         assert np.isfinite(losses).all() and losses[-1].mean() < losses[0].mean()  # it trains
 
 
