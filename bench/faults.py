@@ -1,0 +1,112 @@
+"""Random kill/resume trials of both training scripts: does every interrupted run end exactly as the
+uninterrupted one?
+
+Each trial starts a tiny run in a fresh folder, sends it a random signal (SIGTERM, SIGINT, SIGUSR1 or
+SIGKILL) a random delay after the run has claimed its files (its manifest appears), then runs the same command with `--resume auto` until it exits 0, and
+compares the eval table / CSV (bytes) and the final model (tensors) with an uninterrupted reference
+run of the same command.
+
+    python bench/faults.py --trials 20 --seed 1
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
+        "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32",
+        "--save_checkpoints", "--save_params"]
+PHASES = ('[{"phase_steps": 120, "warmup_steps": 10, "transition_steps": 100, "start_weights": [1, 0], '
+          '"end_weights": [0.3, 0.7]}, {"phase_steps": 80, "lr_decay": "cosine", "end_weights": [0.3, 0.7]}]')
+SCRIPTS = {
+    "prng_train_lowmem.py": [*TINY, "--m", "256", "--num_steps", "200", "--eval_interval", "20",
+                             "--checkpoint_interval", "25", "--save_correctness"],
+    "curriculum_lowmem.py": [*TINY, "--moduli", "256,512", "--custom_phases", PHASES, "--eval_interval", "20",
+                             "--checkpoint_interval", "25", "--lr_trgt", "1e-3", "--save_correctness"],
+}
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGKILL]
+
+
+def env() -> dict:
+    launch = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    out = {k: v for k, v in os.environ.items() if k not in launch and not k.startswith("SLURM_")}
+    out.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return out
+
+
+def start(script: str, folder: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, script, *SCRIPTS[script], "--results_dir", folder, *extra], cwd=REPO,
+                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def outputs(folder: str) -> tuple[bytes, dict]:
+    """(eval table or CSV bytes, final model tensors) of the one run in `folder`."""
+    names = os.listdir(folder)
+    table = next(n for n in names if n.startswith("eval_") or (n.endswith(".csv") and "_" in n))
+    model = next(n for n in names if n.startswith(("params_", "multi_curriculum_model_lazy_")))
+    with open(os.path.join(folder, table), "rb") as fh:
+        data = fh.read()
+    state = torch.load(os.path.join(folder, model), map_location="cpu", weights_only=True)
+    return data, state.get("model_state_dict", state)
+
+
+def same(a: tuple[bytes, dict], b: tuple[bytes, dict]) -> bool:
+    return a[0] == b[0] and set(a[1]) == set(b[1]) and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max_delay", type=float, default=20.0, help="seconds after the run's manifest appears")
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    root = tempfile.mkdtemp(prefix="faults_")
+    reference = {}
+    for script in SCRIPTS:
+        folder = os.path.join(root, "reference_" + script.split("_")[0])
+        t0 = time.perf_counter()
+        proc = start(script, folder)
+        assert proc.wait() == 0, proc.stderr.read()
+        reference[script] = outputs(folder)
+        print(f"reference {script}: {time.perf_counter() - t0:.1f} s")
+    identical = 0
+    print(f"{'trial':>5}  {'script':<22}{'signal':<9}{'delay s':>8}  {'first exit':>10}  {'starts':>6}  result")
+    for trial in range(args.trials):
+        script, sig = rng.choice(list(SCRIPTS)), rng.choice(SIGNALS)
+        delay = rng.uniform(0.0, args.max_delay)
+        folder = os.path.join(root, f"trial{trial}")
+        proc = start(script, folder)
+        while proc.poll() is None and not (os.path.isdir(folder) and any(n.startswith("run_") for n in os.listdir(folder))):
+            time.sleep(0.02)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+        first = proc.wait()
+        starts, code = 1, first
+        while code != 0 and starts < 6:
+            resumed = start(script, folder, "--resume", "auto")
+            code = resumed.wait()
+            starts += 1
+            if code not in (0, 75):
+                print(resumed.stderr.read().strip()[-300:])
+        ok = code == 0 and same(outputs(folder), reference[script])
+        identical += ok
+        print(f"{trial:>5}  {script:<22}{signal.Signals(sig).name:<9}{delay:>8.1f}  {first:>10}  {starts:>6}  "
+              f"{'identical' if ok else 'DIFFERENT'}")
+    print(f"{identical} of {args.trials} interrupted runs ended identical to the uninterrupted run (files in {root})")
+    return 0 if identical == args.trials else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
