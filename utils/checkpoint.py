@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import distributed
 from .results import WriteError, first_line, save_torch
+from .runtime import EXIT_BAD_INPUT, fail, plain_config
 
 FORMAT_VERSION = 2
 REQUIRED_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "step", "eval_results", "eval_columns",
@@ -154,6 +156,17 @@ def cpu_tree(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(cpu_tree(v) for v in obj)
     return obj
+
+
+def checkpoint_payload(*, model: dict, optimizer: dict, step: int, rows: list[dict], extra_rows: list,
+                       positions: list, train_state: dict, task_state: dict, amp_dtype, identity: str,
+                       config: dict) -> dict:
+    """A checkpoint's keys (see the module docstring); torch's RNG state is taken here."""
+    return {"model_state_dict": model, "optimizer_state_dict": optimizer, "scheduler_state_dict": {"update": step},
+            "step": step, "eval_results": [list(row.values()) for row in rows],
+            "eval_columns": list(rows[0]) if rows else [], "extra_results": extra_rows, "positions": positions,
+            "train_state": train_state, "task_state": task_state, "torch_rng_state": torch.get_rng_state(),
+            "amp_dtype": str(amp_dtype).replace("torch.", ""), "identity": identity, "config": config}
 
 
 def save_checkpoint(payload: dict, path: str) -> None:
@@ -458,7 +471,6 @@ def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, sh
               final_bytes: int, log=print) -> RunStart:
     """Everything a run settles before it builds data or a model. Bad input raises ValueError on every
     rank (rank 0 decides, the others follow), so the caller exits with one line."""
-    from .distributed import broadcast_object
     identity = run_identity(config)
     decision, ckpt = None, None
     if info.master:
@@ -467,7 +479,7 @@ def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, sh
             decision = {"stem": claim.files.stem, "path": path, "finished": claim.manifest.get("finished")}
         except ValueError as err:
             decision = {"error": str(err)}
-    decision = broadcast_object(decision, info)
+    decision = distributed.broadcast_object(decision, info)
     if "error" in decision:
         raise ValueError(decision["error"])
     files = RunFiles(cfg.results_dir, decision["stem"], kinds, cfg.num_steps)
@@ -511,7 +523,6 @@ class RunScope:
 
     def start(self, cfg, base: str, kinds: dict[str, FileKind], shapes: dict, n_params: int, final_bytes: int,
               log=print) -> RunStart:
-        from .runtime import EXIT_BAD_INPUT, fail, plain_config
         try:
             self.run = start_run(cfg, plain_config(cfg), base, kinds, self.info, shapes, n_params, final_bytes, log)
         except ValueError as err:
@@ -532,9 +543,8 @@ class RunScope:
         finish_run(self.run, written)
 
     def __exit__(self, *exc):
-        from .distributed import cleanup
         if self.wandb_run is not None:
             self.wandb_run.finish()
         if self.run is not None:
             release(self.run)
-        cleanup(self.info)
+        distributed.cleanup(self.info)

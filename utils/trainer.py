@@ -17,8 +17,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import DistInfo, all_gather, all_reduce_sum, any_rank
-from .evaluation import autocast, batch_counts
+from .data import eval_shards
+from .evaluation import autocast, batch_counts, evaluate
+from .checkpoint import checkpoint_payload, prune_checkpoints, save_checkpoint
 from .results import WriteError
+from .runtime import clean_state_dict, plain_config, prepare_model
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
 
@@ -130,8 +133,6 @@ class Task:
 
     def evaluate_dataset(self, model, dataset, positions: bool = False) -> dict:
         """Exact metrics over all of `dataset`, each rank taking its contiguous share (D13)."""
-        from .data import eval_shards
-        from .evaluation import evaluate
         shards = list(eval_shards(len(dataset), self.cfg.batch_size, self.info.rank, self.info.world_size))
         return evaluate(model, dataset, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
                         positions=positions)
@@ -152,26 +153,15 @@ class Task:
     def save_checkpoint(self, state: TrainState, optimizer) -> str:
         """Write this run's checkpoint at state.update (master), prune its old ones; every rank learns
         whether it worked, so none waits forever for a rank 0 that gave up."""
-        from .checkpoint import prune_checkpoints, save_checkpoint
-        from .runtime import clean_state_dict, plain_config
         path = self.files.path("checkpoint", state.update)
         error = None
         if self.info.master:
             try:
-                save_checkpoint({"model_state_dict": clean_state_dict(self.model),
-                                 "optimizer_state_dict": optimizer.state_dict(),
-                                 "scheduler_state_dict": {"update": state.update},
-                                 "step": state.update,
-                                 "eval_results": [list(row.values()) for row in self.rows],
-                                 "eval_columns": list(self.rows[0]) if self.rows else [],
-                                 "extra_results": self.extra_rows,
-                                 "positions": self.positions,
-                                 "train_state": state.state_dict(),
-                                 "task_state": self.checkpoint_state(),
-                                 "torch_rng_state": torch.get_rng_state(),
-                                 "amp_dtype": str(self.cfg.amp_dtype).replace("torch.", ""),
-                                 "identity": self.identity,
-                                 "config": plain_config(self.cfg)}, path)
+                save_checkpoint(checkpoint_payload(
+                    model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
+                    rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
+                    train_state=state.state_dict(), task_state=self.checkpoint_state(),
+                    amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg)), path)
                 prune_checkpoints(self.files, self.cfg.keep_checkpoints)
             except (OSError, RuntimeError) as err:
                 error = err if isinstance(err, WriteError) else WriteError(path, err)
@@ -332,7 +322,6 @@ def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, signals: Stop
     written), or 1 after a non-finite loss (nothing applied for that update) or a file that could not
     be written (one line naming it; the files written before are intact).
     """
-    from .runtime import prepare_model
     state = task.restore(ckpt) if ckpt is not None else TrainState()
     loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
                       checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
