@@ -8,7 +8,6 @@ machines, so one uninterrupted 2-rank run serves several tests.
 """
 
 import os
-from argparse import Namespace
 import re
 import signal
 import socket
@@ -25,9 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 import curriculum_lowmem
 import prng_train_lowmem
 from utils import distributed, trainer
+from utils.checkpoint import run_identity
 from utils.distributed import DistInfo
 from utils.gpt2 import GPTConfig, build_model
-from utils.runtime import check_same_run
 from tests.helpers import clean_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,9 +135,8 @@ def test_each_rank_gets_its_own_gpu(monkeypatch, visible, local_rank, expected):
 
 def test_resume_may_change_batch_size_and_world_size_together():
     ckpt = {"batch_size": 4, "world_size": 2, "lr_trgt": 1e-3}
-    check_same_run(ckpt, Namespace(batch_size=8, world_size=1, lr_trgt=1e-3), "c.pt")  # same global batch
-    with pytest.raises(ValueError, match=r"different run \(batch_size: 4 -> 8\)"):
-        check_same_run(ckpt, Namespace(batch_size=8, world_size=2, lr_trgt=1e-3), "c.pt")
+    assert run_identity({"batch_size": 8, "world_size": 1, "lr_trgt": 1e-3}) == run_identity(ckpt)  # same global batch
+    assert run_identity({"batch_size": 8, "world_size": 2, "lr_trgt": 1e-3}) != run_identity(ckpt)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,11 +303,12 @@ def test_sigterm_to_torchrun_checkpoints_and_resume_is_exact(ddp_single, tmp_pat
     assert_params_close(load(out / f"params_{SINGLE_BASE}.pth"), load(reference / f"params_{SINGLE_BASE}.pth"),
                         exact=True)
 
-    # The same checkpoint resumed by one process with batch 8: the global batches are the same. (It
-    # rewrites the run's eval table, and its params file gets the next free name.)
-    assert prng_train_lowmem.main([*SINGLE, "--batch_size", "8", "--results_dir", str(out),
+    # The same checkpoint resumed by one process with batch 8 (in another folder: the run in `out` is
+    # finished): the global batches are the same.
+    other = out.parent / (out.name + "_one_process")
+    assert prng_train_lowmem.main([*SINGLE, "--batch_size", "8", "--results_dir", str(other),
                                    "--resume", stop.group(2)]) == 0
-    pd.testing.assert_frame_equal(read_eval(out / f"eval_{SINGLE_BASE}.tab"),
+    pd.testing.assert_frame_equal(read_eval(other / f"eval_{SINGLE_BASE}.tab"),
                                   read_eval(reference / f"eval_{SINGLE_BASE}.tab"), check_exact=False,
                                   rtol=1e-4, atol=1e-6)
-    assert_params_close(load(out / f"params_{SINGLE_BASE}_2.pth"), load(reference / f"params_{SINGLE_BASE}.pth"))
+    assert_params_close(load(other / f"params_{SINGLE_BASE}.pth"), load(reference / f"params_{SINGLE_BASE}.pth"))
