@@ -311,3 +311,26 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path):
     baseline = analyze("scaling", *runs, "--source", "baseline_lcg", "--out", tmp_path / "b")
     assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9 and baseline.returncode == 0
     assert_bad_input(analyze("scaling", runs[0], "--out", tmp_path / "x", check=False), "two or more")
+
+
+# --------------------------------------------------------------------------------------------------
+# curriculum files
+
+def test_eval_reads_a_curriculum_model_file(tmp_path):
+    from utils.analysis import loading
+    from utils.params import split_ac
+    d = tmp_path / "cur"
+    run("curriculum_lowmem.py", "--moduli", "256,64", "--custom_phases", '[{"phase_steps": 4, "end_weights": [1, 1]}]',
+        *TINY[:18], "--eval_interval", 2, "--save_params", "--results_dir", d)
+    model_file = one(d, "multi_curriculum_model_lazy_*.pt")
+    loaded = loading.load_model(model_file, {}, torch.device("cpu"))
+    assert loaded.settings.moduli == [64, 256] and loaded.settings.curriculum and loaded.settings.n_head == 2
+    sets = loading.eval_sets(loaded.settings)
+    assert [s.m for s in sets] == [64, 256]
+    for i, s in enumerate(sets):  # modulus i of a curriculum draws its (a, c) from data_seed + 1000 i
+        split = split_ac(s.m, 4, 4, 2, 2, np.random.default_rng(1 + 1000 * i))
+        assert s.dataset.a_values.tolist() == split.test_a.tolist()
+        assert s.dataset.c_values.tolist() == split.test_c.tolist()
+    analyze("eval", model_file, "--no_rollout", "--out", tmp_path / "a")
+    df = curves(tmp_path / "a")
+    assert sorted(df.m.unique()) == [64, 256] and len(df) == 2 * 8
