@@ -14,7 +14,7 @@ def _rotr(v: int, r: int, w: int) -> int:
 
 
 def reference_output(kind: str, s: int, m: int, control_bits: int = 0, bits_to_keep: int | None = None) -> int:
-    """The output function of spec 1.2-1.8 applied to one state s in [0, m)."""
+    """The original's output function applied to one state s in [0, m)."""
     kind = kind.upper()
     n, cb = (m - 1).bit_length(), control_bits  # n = ceil(log2 m), exactly
     k = n if bits_to_keep is None else bits_to_keep

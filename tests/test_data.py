@@ -1,4 +1,4 @@
-"""Tokens and datasets (spec 1.10, 2.3-2.4, 3; decisions D5-D7): combos, sequences, order, sharding."""
+"""Tokens and datasets: combos, sequences, order, sharding."""
 
 import itertools
 import re
@@ -13,7 +13,7 @@ from utils.params import split_ac
 from utils.tokens import check_vocab, context_len, to_tokens
 
 # ---------------------------------------------------------------------------------------------------
-# Tokens (spec 3, D6)
+# Tokens: base-b digits, least significant first; x = S[:-1], y = S[1:]
 
 
 @pytest.mark.parametrize("base, digits", [(256, 2), (16, 3), (10, 5), (2, 17), (512, 1)])
@@ -48,7 +48,7 @@ def test_check_vocab_passes_at_the_exact_boundary(max_value, base, digits, vocab
     (512, 512, 1, 1024, "needs more than digits=1"),
     (511, 512, 1, 511, "vocab_size=511 is too small"),
     (65535, 256, 2, 255, "vocab_size=255 is too small"),
-    (511, 256, 1, 512, "needs more than digits=1"),  # spec 3: --base 256 --bits_to_keep 9 overflowed
+    (511, 256, 1, 512, "needs more than digits=1"),  # the original: --base 256 --bits_to_keep 9 overflowed
     (5, 1, 3, 10, "need base >= 2"),
 ])
 def test_check_vocab_raises(max_value, base, digits, vocab_size, message):
@@ -57,7 +57,7 @@ def test_check_vocab_raises(max_value, base, digits, vocab_size, message):
 
 
 # ---------------------------------------------------------------------------------------------------
-# --type and --control_bits (spec 1.10)
+# --type and --control_bits: one combination per type and control-bit value
 
 def labels(combos):
     return [c.label for c in combos]
@@ -124,7 +124,8 @@ def test_lcg_and_tlcg_need_no_control_bits():
 
 
 # ---------------------------------------------------------------------------------------------------
-# PRNGDataset (D5, D7): index arithmetic, sequences equal the reference, start states.
+# PRNGDataset (memory O(n_a + n_c), s0 a hash of the sequence): index arithmetic, sequences equal the
+# reference, start states.
 
 COMBOS = [Combo("XSLRR", 3, 9), Combo("XSHRR", 3, 8), Combo("TLCG", 0, 8)]
 
@@ -274,7 +275,7 @@ def test_readme_dataset_stores_only_the_a_and_c_lists():
 
 
 # ---------------------------------------------------------------------------------------------------
-# EpochOrder: permutation per epoch, deterministic, rank shares (D5, D12).
+# EpochOrder: permutation per epoch, deterministic, rank shares.
 
 def epoch(order, e):
     return np.concatenate([order.indices(e * order.per_epoch + i) for i in range(order.per_epoch)])

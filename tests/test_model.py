@@ -1,4 +1,4 @@
-"""Models (spec section 4, decision D8): shapes, names, init, causality, positions, optimizer."""
+"""Models: shapes, names, init, causality, positions, optimizer."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""(a, c) parameters (spec 2.1-2.3, 2.6; decisions D4, D18): multipliers, increments, split, exclusions."""
+"""(a, c) parameters: multipliers, increments, split, exclusions."""
 
 import math
 import zipfile
@@ -100,7 +100,7 @@ def test_asking_for_more_increments_than_exist_raises(m):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The train/test split (D4).
+# The train/test split: uniformly random given data_seed, train and test disjoint.
 
 README = dict(m=2**18, n_a=1024, n_c=1024, n_test_a=128, n_test_c=64)
 
@@ -125,7 +125,7 @@ def test_split_is_deterministic_per_seed():
 
 
 def test_test_multipliers_are_not_a_band_of_their_own():
-    """Spec Q12: the original's test multipliers sat in a narrow band of a mod 2^15, apart from training."""
+    """The original's test multipliers sat in a narrow band of a mod 2^15, apart from training."""
     for seed in range(5):
         s = readme_split(seed)
         train, test = s.train_a % 2**15, s.test_a % 2**15
@@ -179,7 +179,7 @@ def test_exclusions_that_leave_too_few_values_raise():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Exclusion files (spec 2.6, D18), written the way the original wrote them.
+# Exclusion files, written the way the original wrote them.
 
 def test_npz_train_and_test_keys(tmp_path):
     path = tmp_path / "trainac.npz"

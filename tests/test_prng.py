@@ -1,4 +1,4 @@
-"""Generators (spec section 1, decisions D1-D3): formulas, validation, batch and torch paths."""
+"""Generators: formulas, validation, batch and torch paths."""
 
 import re
 
@@ -13,7 +13,7 @@ from utils.params import multiplier_step
 from utils.prng import KINDS, bit_length, effective_bits, generate, max_output, validate
 
 # ---------------------------------------------------------------------------------------------------
-# Spec 2.4: the original's reference samples, from the start state s0 it drew.
+# The original's samples, from the start state s0 it drew.
 
 SPEC_SAMPLES = [
     # kind, m, cb, k, a, c, s0, first 12 tokens (digits 1: tokens are the outputs)
@@ -53,7 +53,8 @@ moduli = st.one_of(
 
 @st.composite
 def valid_generator(draw, kind, modulus=moduli):
-    """(m, cb, k) that validate() accepts, built directly from the rules of D2."""
+    """(m, cb, k) that validate() accepts, built directly from its rules (shifts >= 0, bits inside the
+    state, no constant bits)."""
     m = draw(modulus)
     n = bit_length(m)
     if kind == "LCG":
@@ -136,7 +137,7 @@ def test_generate_accepts_python_ints_beyond_int32():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Validation (D2): each rule on both sides of its boundary, the error naming the rule.
+# Validation: each rule on both sides of its boundary, the error naming the rule.
 
 BOUNDARIES = [
     # kind, m, cb, k, rule (None: valid). n = 16 unless m says otherwise.
@@ -234,7 +235,7 @@ def test_length_must_be_positive():
 
 
 # ---------------------------------------------------------------------------------------------------
-# XSLRR (D3) and the exact bit length.
+# XSLRR (always n//2 output bits) and the exact bit length.
 
 def test_xslrr_ignores_bits_to_keep():
     m, a, c, s0 = 2**18, 65541, 261133, 173557
@@ -271,7 +272,7 @@ def test_non_power_of_two_state_uses_ceil_log2_bits():
 
 
 # ---------------------------------------------------------------------------------------------------
-# D2's intent: valid parameters emit no constant bits.
+# Validation's intent: valid parameters emit no constant bits.
 
 def _bits_that_vary(values, width):
     """1 for each of the low `width` bits that takes both values somewhere in `values`, else 0."""

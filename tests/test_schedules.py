@@ -1,4 +1,4 @@
-"""Schedules: single-run LR (spec 5.4, D9), per-phase LR (7.5, D16), modulus weights (7.4, D15)."""
+"""Schedules: single-run LR, per-phase LR, modulus weights, each against the original's torch schedulers or formulas."""
 import math
 
 import numpy as np
@@ -116,7 +116,7 @@ def test_phase_lr_readme_example_at_boundaries():
 
 
 def test_phase_lr_readme_example_matches_torch_sequential_lr():
-    # spec 7.5: LinearLR warmup, ConstantLR for the rest of phase 1, CosineAnnealingLR for phase 2
+    # the original's LinearLR warmup, ConstantLR for the rest of phase 1, CosineAnnealingLR for phase 2
     def build(optimizer):
         lr_scheduler = torch.optim.lr_scheduler
         return [lr_scheduler.LinearLR(optimizer, 1e-4, 1.0, 500),
@@ -203,7 +203,7 @@ def test_modulus_weights_are_normalised_probabilities():
     phases = one_phase('linear', start=(1, 3), end=(6, 2))
     np.testing.assert_allclose(modulus_weights(0, phases), [0.25, 0.75])
     np.testing.assert_allclose(modulus_weights(50, phases), [3.5 / 6, 2.5 / 6])
-    np.testing.assert_allclose(modulus_weights(100, phases), [0.75, 0.25])  # end weights too (D15)
+    np.testing.assert_allclose(modulus_weights(100, phases), [0.75, 0.25])  # end weights are normalised too
 
 
 def test_zero_interpolated_weights_fall_back_to_end_weights():

@@ -1,4 +1,4 @@
-"""W&B in both scripts (spec 10, D20).
+"""W&B in both scripts.
 
 Each script is run as a user runs it, logging to an offline W&B run in the test's directory (no
 network is touched), and the run is read back from its `.wandb` file: the run's name, project and
@@ -129,7 +129,7 @@ def assert_final_image(run: OfflineRun, step: int):
 
 
 # --------------------------------------------------------------------------------------------------
-# D20: asking for W&B without the package is an error before any work.
+# Asking for W&B without the package is an error before any work.
 
 @pytest.mark.parametrize("script, args", [
     ("prng_train_lowmem.py", ["--m", "256", *TINY, "--num_steps", "1"]),
@@ -218,7 +218,7 @@ def test_single_run_final_image_and_summary(single_run):
 
 
 # --------------------------------------------------------------------------------------------------
-# curriculum_lowmem.py with W&B set in the YAML's wandb section (spec 6.2).
+# curriculum_lowmem.py with W&B set in the YAML's wandb section.
 
 CURRICULUM_YAML = {
     "experiment_name": "wandb_test",
