@@ -1,5 +1,5 @@
 #!/bin/bash
-# SLURM array sweep of the curriculum run over (lr_trgt, weight_decay) (spec 11, D21).
+# SLURM array sweep of the curriculum run over (lr_trgt, weight_decay) (README, "Sweeps on SLURM").
 #
 # Task t of the array trains with lr_trgt = LRS[(t / 2) % 2] and weight_decay = WDS[t % 2], so
 # --array=0-3 covers the grid: 0 -> (1e-4, 0), 1 -> (1e-4, 0.1), 2 -> (5e-4, 0), 3 -> (5e-4, 0.1).
@@ -55,8 +55,13 @@ TASK=${SLURM_ARRAY_TASK_ID:-0}
 LR=${LRS[$(( (TASK / 2) % 2 ))]}
 WD=${WDS[$(( TASK % 2 ))]}
 
-# One rendezvous port per array task, so tasks sharing a node do not collide.
-export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 30000 + TASK % 1000 ))
+# The rendezvous port comes from this task's own job id alone: every array task has a job id of its
+# own (SLURM_JOB_ID; the tasks share only SLURM_ARRAY_JOB_ID), so two jobs or tasks that run on one
+# node at the same time get different ports unless their ids differ by a multiple of 10000. It is the
+# port utils/distributed.py's rendezvous() picks under srun when MASTER_PORT is not set. (The original
+# also added the array index, so id + index repeats: e.g. task 1 with id J + 2 and task 3 with id J, the
+# array's own id, which Slurm leaves to the task it starts last.)
+export MASTER_PORT=$(( 20000 + SLURM_JOB_ID % 10000 ))
 export WORLD_SIZE=$(( SLURM_NNODES * SLURM_NTASKS_PER_NODE ))
 mapfile -t HOSTS < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 export MASTER_ADDR=${HOSTS[0]}

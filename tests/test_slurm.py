@@ -1,10 +1,12 @@
-"""curriculum_finetune.sh on a real Slurm cluster (spec 11, D21).
+"""curriculum_finetune.sh on a real Slurm cluster (README, "Sweeps on SLURM").
 
 The test starts a one-node cluster on this machine (slurmctld and slurmd with a config in a temporary
 directory), submits the sweep the way the README says, with command-line options that fit it to the
 test node and FT_* variables that shrink the README example to a tiny model, and checks what the four
 array tasks wrote: one run per (lr, wd) point, each trained by two srun processes forming one DDP
-group, and no temporary YAML left behind, after success and after failure.
+group, and no temporary YAML left behind, after success and after failure. A second set of jobs (two
+overlapping arrays and a single job, in a partition that lets them share the node's CPUs) holds all its
+DDP groups at the same moment, so that their rendezvous ports must all differ.
 
 Slurm is required: a missing binary or a daemon that does not come up fails the test with the reason.
 """
@@ -25,13 +27,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from utils.distributed import rendezvous
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "curriculum_finetune.sh"
 PARTITION = "test"
+OVERLAP_PARTITION = "overlap"  # the node's CPUs shared by up to OVERLAP_JOBS jobs at once
+OVERLAP_JOBS = 12
 START_TIMEOUT_S = 60
 JOB_TIMEOUT_S = 600
 
-# The sweep (spec 11): task t -> (lrs[(t / 2) % 2], wds[t % 2]), as they appear in file names.
+# The sweep: task t -> (lrs[(t / 2) % 2], wds[t % 2]), as they appear in file names.
 GRID = {0: ("0.0001", "0.0"), 1: ("0.0001", "0.1"), 2: ("0.0005", "0.0"), 3: ("0.0005", "0.1")}
 BATCH = 4
 TINY_PHASES = [
@@ -117,6 +123,7 @@ def slurm_conf(root: Path, host: str) -> str:
         f"FirstJobId={random.randrange(1000, 29000, 10)}",
         f"NodeName={host} NodeAddr=127.0.0.1 CPUs={max(2, os.cpu_count() or 1)} RealMemory=4000 State=UNKNOWN",
         f"PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+        f"PartitionName={OVERLAP_PARTITION} Nodes={host} MaxTime=INFINITE State=UP OverSubscribe=FORCE:{OVERLAP_JOBS}",
         ""])
 
 
@@ -141,7 +148,7 @@ def cluster(tmp_path_factory):
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             c.check_daemons()
-            state = c.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip()
+            state = c.run("sinfo", "-h", "-N", f"--partition={PARTITION}", "-o", "%T", check=False).stdout.strip()
             if state == "idle":
                 break
             if time.monotonic() > deadline:
@@ -152,7 +159,8 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         if c.daemons.get("slurmctld") and c.daemons["slurmctld"].poll() is None:
-            c.run("scancel", f"--partition={PARTITION}", check=False)
+            for partition in (PARTITION, OVERLAP_PARTITION):
+                c.run("scancel", f"--partition={partition}", check=False)
             deadline = time.monotonic() + 30
             while c.run("squeue", "-h", check=False).stdout.strip() and time.monotonic() < deadline:
                 time.sleep(1)
@@ -175,10 +183,20 @@ class Sweep:
     failing_records: dict
 
 
-def submit(c: Cluster, work: Path, *extra: str, env: dict) -> str:
+def submit(c: Cluster, work: Path, *extra: str, env: dict, options=tuple(SBATCH_OVERRIDES)) -> str:
     """sbatch from `work` (the job's SLURM_SUBMIT_DIR); the array job id."""
-    result = c.run("sbatch", "--parsable", *SBATCH_OVERRIDES, *extra, str(SCRIPT), env=env, cwd=work)
+    result = c.run("sbatch", "--parsable", *options, *extra, str(SCRIPT), env=env, cwd=work)
     return result.stdout.strip().split(";")[0]
+
+
+def wait_for(c: Cluster, job_ids: list[str], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while c.run("squeue", "-h", "-j", ",".join(job_ids), check=False).stdout.strip():
+        c.check_daemons()
+        if time.monotonic() > deadline:
+            queue = c.run("squeue", check=False).stdout
+            pytest.fail(f"{what} did not finish in {timeout_s} s:\n{queue}\n{c.logs()}")
+        time.sleep(2)
 
 
 @pytest.fixture(scope="module")
@@ -195,18 +213,75 @@ def sweep(cluster, tmp_path_factory):
     job_id = submit(cluster, work, env=env)
     failing = submit(cluster, work, "--array=0", env={**env, "FT_RESULTS_DIR": str(work / "results_bad"),
                                                      "FT_OVERRIDES": TINY + " --n_layer 0"})
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while cluster.run("squeue", "-h", "-j", f"{job_id},{failing}", check=False).stdout.strip():
-        cluster.check_daemons()
-        if time.monotonic() > deadline:
-            queue = cluster.run("squeue", check=False).stdout
-            pytest.fail(f"the sweep did not finish in {JOB_TIMEOUT_S} s:\n{queue}\n{cluster.logs()}")
-        time.sleep(2)
+    wait_for(cluster, [job_id, failing], JOB_TIMEOUT_S, "the sweep")
     return Sweep(work, results, job_id, cluster.job_records(job_id), failing, cluster.job_records(failing))
 
 
 def task_logs(sweep: Sweep, task: int) -> str:
     return "\n".join(tail(sweep.work / "out" / "FT" / f"{sweep.job_id}_{task}.{ext}") for ext in ("out", "err"))
+
+
+# Two arrays and a single job at once. What each task runs is a stand-in for curriculum_lowmem.py
+# that only joins the task's DDP group the way the training does (utils.distributed.setup: env://
+# rendezvous on MASTER_ADDR:MASTER_PORT as the script sets them, gloo on CPU), so that a dozen processes
+# fit on a small machine. Each rank then waits until every rank of every job has joined its group: all
+# the groups, and the rendezvous servers on their ports, exist at the same moment. Two tasks given one
+# port cannot both get there (the second server cannot listen; a rank may join the wrong group).
+OVERLAP_RANKS = 2 * (4 + 4 + 1)  # two srun processes per task: two whole arrays and a single job
+OVERLAP_WAIT_S = 240  # for the last rank to join (each imports torch; the node's CPUs are shared)
+OVERLAP_TIMEOUT_S = 400
+OVERLAP_STAND_IN = f"""\
+import json, os, sys, time
+
+import torch
+import yaml
+
+from utils import distributed
+
+results = yaml.safe_load(open(sys.argv[sys.argv.index("--config") + 1]))["output"]["results_dir"]
+os.makedirs(results, exist_ok=True)
+info = distributed.setup("cpu")
+job = os.environ["SLURM_JOB_ID"]
+open(os.path.join(results, f"joined_{{job}}_{{info.rank}}"), "w").close()
+deadline = time.monotonic() + {OVERLAP_WAIT_S}
+while True:
+    joined = sum(name.startswith("joined_") for name in os.listdir(results))
+    if joined >= {OVERLAP_RANKS} or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+total = distributed.all_reduce_sum(torch.tensor([info.rank + 1.0], dtype=torch.float64), info).item()
+record = dict(job=job, task=os.environ.get("SLURM_ARRAY_TASK_ID"), rank=info.rank, world_size=info.world_size,
+              port=os.environ["MASTER_PORT"], joined_when_all_waited=joined, rank_sum=total)
+with open(os.path.join(results, f"record_{{job}}_{{info.rank}}.json"), "w") as fh:
+    json.dump(record, fh)
+distributed.cleanup(info)
+"""
+
+
+@dataclass
+class Overlap:
+    work: Path
+    results: Path
+    records: dict  # job id -> `scontrol show job` fields, for every task of the three submissions
+
+
+@pytest.fixture(scope="module")
+def overlap(cluster, tmp_path_factory):
+    """Submit two whole arrays and a single job to the partition whose node they can share."""
+    work = tmp_path_factory.mktemp("overlap")
+    (work / "configs").mkdir()
+    (work / "utils").symlink_to(REPO / "utils")
+    (work / "configs" / "curriculum.yaml").symlink_to(REPO / "configs" / "curriculum.yaml")
+    (work / "curriculum_lowmem.py").write_text(OVERLAP_STAND_IN)
+    (work / "out" / "FT").mkdir(parents=True)
+    results = work / "results"
+    env = {**cluster.env, "FT_PYTHON": sys.executable, "FT_RESULTS_DIR": str(results)}
+    options = [o for o in SBATCH_OVERRIDES if not o.startswith("--partition=")] + [f"--partition={OVERLAP_PARTITION}"]
+    ids = [submit(cluster, work, env=env, options=options), submit(cluster, work, env=env, options=options),
+           submit(cluster, work, "--array=0", env=env, options=options)]
+    wait_for(cluster, ids, OVERLAP_TIMEOUT_S, "the overlapping jobs")
+    records = {r["JobId"]: r for job_id in ids for r in cluster.job_records(job_id).values()}
+    return Overlap(work, results, records)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,11 +337,43 @@ def test_the_generated_yaml_is_the_base_config_with_the_sweep_values(sweep):
     assert (sweep.results / f"multi_curriculum_checkpoint_{stem}_step5.pt").is_file()
 
 
-def test_rendezvous_port_follows_the_job_and_task_ids(sweep):
+def test_rendezvous_port_comes_from_the_task_s_own_job_id(sweep):
+    """The port srun's ranks would pick by themselves (utils/distributed.py) for the task's job id."""
+    ports = set()
     for task, record in sweep.records.items():
-        port = 10000 + int(record["JobId"]) % 30000 + task % 1000
+        port = rendezvous({"SLURM_JOB_ID": record["JobId"]})[1]
+        assert port == str(20000 + int(record["JobId"]) % 10000)
         out = (sweep.work / "out" / "FT" / f"{sweep.job_id}_{task}.out").read_text()
-        assert f":{port}" in out, out
+        assert re.search(rf"rendezvous \S+:{port}\n", out), out
+        ports.add(port)
+    assert len(ports) == 4
+
+
+def test_two_overlapping_arrays_and_a_single_job_all_complete(overlap):
+    assert len(overlap.records) == 2 * 4 + 1
+    for job_id, record in overlap.records.items():
+        name = f"{record['ArrayJobId']}_{record['ArrayTaskId']}"
+        logs = "\n".join(tail(overlap.work / "out" / "FT" / f"{name}.{ext}") for ext in ("out", "err"))
+        assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), logs
+
+
+def test_the_overlapping_tasks_held_their_groups_at_once_on_ports_of_their_own(overlap):
+    records = [json.loads(p.read_text()) for p in sorted(overlap.results.glob("record_*.json"))]
+    assert len(records) == OVERLAP_RANKS
+    by_job = {}
+    for r in records:
+        # every rank saw all the others joined before leaving: the groups overlapped in time
+        assert r["joined_when_all_waited"] == OVERLAP_RANKS, r
+        # each task formed a group of its own two ranks (1 + 2), with no rank of another task
+        assert (r["world_size"], r["rank_sum"]) == (2, 3.0), r
+        by_job.setdefault(r["job"], []).append(r)
+    assert set(by_job) == set(overlap.records)
+    ports = {}
+    for job, ranks in by_job.items():
+        assert sorted(r["rank"] for r in ranks) == [0, 1]
+        assert {r["port"] for r in ranks} == {rendezvous({"SLURM_JOB_ID": job})[1]}
+        ports[job] = ranks[0]["port"]
+    assert len(set(ports.values())) == len(ports), ports
 
 
 def test_no_temporary_yaml_is_left_after_success_or_failure(sweep):
