@@ -15,7 +15,7 @@ import torch
 from utils import config, distributed, prng
 from utils.config import check_common, check_memory, device_is_cuda, parse_int_list
 from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
-from utils.data import PRNGDataset, default_control_bits, parse_combos
+from utils.data import PRNGDataset, default_control_bits, parse_combos, to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, parameter_shapes
 from utils.checkpoint import FileKind, RunScope, fit_name
@@ -177,7 +177,7 @@ class CurriculumTask(Task):
             rows = np.flatnonzero(which == i)
             if len(rows):
                 xm, ym = self.train_sets[m].batch(seq[rows], device)
-                rows_t = torch.as_tensor(rows, device=device)
+                rows_t = to_device(rows, device)  # pinned, non-blocking on CUDA: no host wait
                 x[rows_t], y[rows_t] = xm, ym
         return x, y
 
