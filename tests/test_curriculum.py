@@ -1,4 +1,4 @@
-"""Curriculum training (spec 6, 7, 8.2, 9.2; decisions D14-D19).
+"""Curriculum training: configuration, modulus weights, per-phase LR, data, outputs, pretrained starts.
 
 Configuration is checked through the script's own `load_config`/`setup_config`/`split_moduli`, which
 build nothing heavy. Runs are in-process (`curriculum_lowmem.main([...])`) with tiny models; one
@@ -103,7 +103,7 @@ def only(pattern):
 
 
 def reference_alpha(step, phases):
-    """Spec 7.4 from the raw phase dicts, in plain Python, normalised (D15)."""
+    """The original's modulus-weight lookup from the raw phase dicts, in plain Python, normalised."""
     start, chosen = 0, None
     for phase in phases:
         steps = phase.get("phase_steps", 0)
@@ -138,7 +138,7 @@ def assert_one_line_error(capsys, code, *fragments):
 
 
 # --------------------------------------------------------------------------------------------------
-# Configuration: YAML schema (spec 6.2), flags (6.3), precedence (D14), casting, validation.
+# Configuration: YAML schema, flags, precedence (a flag written on the command line wins), casting, validation.
 
 def test_readme_yaml_reads_as_the_spec_describes():
     cfg = configure(["--config", README_YAML])
@@ -148,13 +148,13 @@ def test_readme_yaml_reads_as_the_spec_describes():
     assert (cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, cfg.n_example) == (1024, 1024, 128, 64, 1)
     assert cfg.num_steps == 5000 and cfg.sampler_update_interval == 100 and cfg.eval_interval == 200
     assert (cfg.lr_trgt, cfg.lr_min, cfg.weight_decay, cfg.beta1, cfg.beta2) == (5e-4, 1e-7, 0.1, 0.9, 0.999)
-    # save_checkpoints / checkpoint_interval sit under output: in the README; they are honoured (D14).
+    # save_checkpoints / checkpoint_interval sit under output: in the README; they are honoured.
     assert cfg.save_checkpoints is True and cfg.checkpoint_interval == 1000
     assert cfg.save_params is True and cfg.save_correctness is True
     assert (cfg.results_dir, cfg.main_seed, cfg.data_seed) == ("results/multi_curriculum", 1, 2)
     assert cfg.pretrained_path is None and cfg.pretrain_m is None
     assert cfg.use_wandb is False and cfg.wandb_project == "prng_curriculum"
-    # Spec 9.2 gives this exact name for the README YAML on one GPU.
+    # The original names the README YAML's run on one GPU exactly so.
     assert curriculum_lowmem.base_name(cfg) == (
         "XSLRR_premNone_moduli65536_262144_transexp_cp1s4000u500t4000dconsta0.001,0.999-0.0,1.0"
         "_p2s1000u0t0dcosa0.0,1.0-0.0,1.0_n1024_h8_d4_na1024_nc1024_ne1_vs1024_sl513_cb3_T5000_B256"
@@ -163,7 +163,7 @@ def test_readme_yaml_reads_as_the_spec_describes():
 
 EVERY_KEY_YAML = """
 experiment_name: every key
-description: all of spec 6.2
+description: every YAML key
 model: {n_layer: 3, n_head: 4, n_embd: 64, no_rope: true}
 data: {type: TLCG, control_bits: 0, vocab_size: 2048, seq_len: 17, n_a: 5, n_c: 6, n_test_a: 3,
        n_test_c: 2, n_example: 2, base: 2048, digits: 1}
@@ -189,7 +189,7 @@ def test_every_yaml_key_is_read_and_every_number_cast(tmp_path):
     # PyYAML reads 1e-2 (no dot) as a string: every numeric key must still arrive as a number.
     cfg = curriculum_lowmem.load_config(["--config", write_yaml(tmp_path / "c.yaml", EVERY_KEY_YAML)])
     expected = {
-        "experiment_name": "every key", "description": "all of spec 6.2", "n_layer": 3, "n_head": 4, "n_embd": 64,
+        "experiment_name": "every key", "description": "every YAML key", "n_layer": 3, "n_head": 4, "n_embd": 64,
         "no_rope": True, "type": "TLCG", "control_bits": "0", "vocab_size": 2048, "seq_len": 17, "n_a": 5,
         "n_c": 6, "n_test_a": 3, "n_test_c": 2, "n_example": 2, "base": 2048, "digits": 1,
         "moduli": [1024, 256], "bits_to_keep": [8, 6], "transition_type": "cosine", "sampler_update_interval": 7,
@@ -204,7 +204,7 @@ def test_every_yaml_key_is_read_and_every_number_cast(tmp_path):
         assert got == value and type(got) is type(value), (key, got, value)
     cfg.use_wandb = False  # the package is not needed for the rest of the validation
     cfg = curriculum_lowmem.setup_config(cfg, 1, log=lambda *a, **k: None)
-    assert cfg.moduli == [1024, 256]  # YAML order kept (spec 6.2), unlike the --moduli flag
+    assert cfg.moduli == [1024, 256]  # YAML order kept, as the original, unlike the --moduli flag
     assert cfg.phase_list[0].phase_steps == 10 and cfg.phase_list[0].end_weights == (1.0, 0.1)
 
 
@@ -252,7 +252,7 @@ def test_flags_written_on_the_command_line_override_the_yaml_and_no_others(tmp_p
         "--moduli", "1024,2**8", "--pretrained_path", "flag.pth", "--exclude_ac_paths",
         "--custom_phases", '[{"phase_steps": 3, "end_weights": [1, 2]}]'])
     assert (cfg.lr_trgt, cfg.n_embd, cfg.save_params, cfg.results_dir) == (2e-3, 64, True, "from_flag")
-    assert cfg.moduli == [256, 1024]  # the flag's list is sorted (spec 6.1)
+    assert cfg.moduli == [256, 1024]  # the flag's list is sorted, as the original
     assert cfg.pretrained_path == "flag.pth"
     assert cfg.exclude_ac_paths == []  # `--exclude_ac_paths` with no value means "no exclusions"
     assert cfg.phases == [{"phase_steps": 3, "end_weights": [1, 2]}]
@@ -357,7 +357,7 @@ def test_bad_config_from_the_command_line(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Modulus weights drive the batches (spec 7.4, 7.6, D15).
+# Modulus weights drive the batches.
 
 with open(README_YAML) as _fh:
     README_PHASES = yaml.safe_load(_fh)["curriculum"]["phases"]
@@ -471,7 +471,7 @@ def test_no_yaml_run_end_to_end_batches_follow_the_refreshed_weights(tmp_path, m
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-phase LR (spec 7.5, D16).
+# Per-phase LR (the original's per-phase schedulers).
 
 def test_readme_lr_at_every_boundary():
     cfg = configure(["--config", README_YAML])
@@ -517,7 +517,7 @@ def test_lr_edge_cases_applied_by_the_training_loop(tmp_path, applied_lrs, name)
 
 
 # --------------------------------------------------------------------------------------------------
-# Per-modulus data (spec 7.2): seeds, bits_to_keep.
+# Per-modulus data: seeds (data_seed + 1000 i), bits_to_keep.
 
 def test_each_modulus_has_its_own_seeded_split_and_bits(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", tiny_yaml(data={"type": "TLCG", "n_a": 6, "n_c": 5},
@@ -541,7 +541,7 @@ def test_each_modulus_has_its_own_seeded_split_and_bits(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Outputs of a run (spec 9.2, D19) and resume, with YAML numbers that PyYAML reads as strings (1e-2).
+# Outputs of a run (the original's names and columns) and resume, with YAML numbers that PyYAML reads as strings (1e-2).
 
 FILES_YAML_EXTRA = """
 training:
@@ -697,7 +697,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
-# Pretrained start (D17) and exclusions (D18), from a single-modulus run.
+# Pretrained start and exclusions, from a single-modulus run.
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
@@ -847,7 +847,7 @@ def test_readme_yaml_runs_and_the_loop_applies_its_lr(tmp_path, applied_lrs):
     phases = parse_phases(README_PHASES, 2)
     assert applied_lrs == pytest.approx([phase_lr(u, phases, lr_trgt=lr, lr_min=lr_min, num_steps=5000)
                                          for u in range(5000)], rel=1e-12)
-    # Files: checkpoints every 1000 from output: (D14), the CSV every 200 updates with alpha from the formulas.
+    # Files: checkpoints every 1000 from output:, the CSV every 200 updates with alpha from the formulas.
     names = set(os.listdir(out))
     assert {f"multi_curriculum_checkpoint_{README_BASE}_step{s}.pt" for s in range(0, 5001, 1000)} <= names
     assert {f"{README_BASE}.csv", f"correctness_{README_BASE}.npz", f"multi_curriculum_model_lazy_{README_BASE}.pt",

@@ -1,4 +1,4 @@
-"""Single-modulus training end to end (spec 5, 8, 9.1; decisions D8-D13, D19).
+"""Single-modulus training end to end: the README command, files, metrics, LR, resume, bad input.
 
 The script is run the way a user runs it (a subprocess) where files and exit codes matter, and
 in-process through `main([...])` where only its behaviour is checked. Configurations are tiny: a
@@ -94,7 +94,7 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 # 2, 5, 9. One small run with every output flag: names, columns, keys, stopping and progress lines.
-# num_steps 7 is not a multiple of eval_interval 3: training must still stop exactly at 7 (D9).
+# num_steps 7 is not a multiple of eval_interval 3: training must still stop exactly at 7.
 
 FILES_ARGS = ["--type", "LCG", "--m", "256", *TINY, "--num_steps", "7", "--eval_interval", "3", "--warm_steps", "2",
               "--save_checkpoints", "--checkpoint_interval", "3", "--save_params", "--save_correctness",
@@ -287,7 +287,7 @@ def test_evaluate_against_hand_computed_metrics(digits, seq_len, last_acc, num_a
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. The LR the loop applies at each update (spec 5.4, D9).
+# 4. The LR the loop applies at each update (the original's warmup and cosine).
 
 @pytest.fixture
 def applied_lrs():

@@ -73,7 +73,7 @@ def first_line(err: BaseException) -> str:
 
 
 def unique_path(path: str) -> str:
-    """`path`, or `stem_2.ext`, `stem_3.ext`, ... if it exists (spec 9)."""
+    """`path`, or `stem_2.ext`, `stem_3.ext`, ... if it exists (as the original named repeated files)."""
     if not os.path.exists(path):
         return path
     stem, ext = os.path.splitext(path)
