@@ -70,11 +70,11 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
             logits, y = logits[:len(idx)], y[:len(idx)]
         flat_logits = logits.float().reshape(-1, logits.size(-1))
         counts[0] += len(idx)
+        # The combined loss is one reduction over the batch, as it always was (its rounding, and so the
+        # eval table, stays the same); per-type losses come from the rows' own sums.
+        loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="sum")
         if K:
             token_loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="none").view(len(idx), -1)
-            loss = token_loss.sum()
-        else:
-            loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="sum")
         correct, last, hit = batch_counts(logits, y, digits)
         sums[:3] += torch.stack([loss.double(), correct.double(), last.double()])
         if K:

@@ -255,9 +255,12 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
                 (loss / G).backward()
             with torch.no_grad():
                 correct, last, hit = batch_counts(logits, y, cfg.digits)
-                tokens = torch.tensor(float(y.numel()), dtype=torch.float64, device=device)
-                acc[:5] += torch.stack([loss.detach().double() * tokens, correct.double(), last.double(), tokens,
-                                        torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                n_tokens = float(y.numel())  # counts the host knows are added as scalars: no copy to the device
+                acc[0] += loss.detach().double() * n_tokens
+                acc[1] += correct
+                acc[2] += last
+                acc[3] += n_tokens
+                acc[4] += float(len(y))
                 if last_micro and state.update == cfg.num_steps - 1:
                     task.on_final_micro_batch(hit)
             state.micro_step += 1
@@ -269,7 +272,8 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if info.master:  # the same on every rank after the all-reduce
-            acc[5:] += torch.stack([grad_norm.detach().double(), torch.ones((), dtype=torch.float64, device=device)])
+            acc[5] += grad_norm.detach().double()
+            acc[6] += 1.0
         state.update += 1
         interval_updates += 1
 
