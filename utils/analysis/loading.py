@@ -157,6 +157,8 @@ def settings_from(shape: Shape, config: dict | None, flags: dict) -> Settings:
     kind = str(data_value("type"))
     control_bits = str(data_value("control_bits"))
     stored_k = cfg.get("bits_to_keep", flags.get("bits_to_keep"))
+    if stored_k is None and isinstance(cfg.get("curriculum_config"), dict):  # where the original's curriculum keeps it
+        stored_k = cfg["curriculum_config"].get("bits_to_keep")
     ks = list(stored_k) if isinstance(stored_k, (list, tuple)) else [stored_k] * len(moduli)
     ks += [None] * (len(moduli) - len(ks))
     ks = [resolve_bits(kind, m, k) for m, k in zip(moduli, ks)]
