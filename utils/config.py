@@ -135,9 +135,13 @@ def parse_int_list(text, flag: str) -> list[int]:
 # Bounds
 
 def check_int(name: str, value, lo: int = 1, hi: int = INT64_MAX) -> None:
-    if not lo <= value <= hi:
-        rule = f">= {lo}" if hi == INT64_MAX else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {rule}, got {value}")
+    if lo <= value <= hi:
+        return
+    if hi != INT64_MAX:
+        rule = f"in [{lo}, {hi}]"
+    else:
+        rule = f">= {lo}" if value < lo else "below 2^63 (it must fit int64)"
+    raise ValueError(f"{name} must be {rule}, got {value}")
 
 
 def check_float(name: str, value, lo: float = 0.0, below: float | None = None) -> None:

@@ -157,9 +157,10 @@ def load_exclusions(paths) -> Exclusions:
         if path.endswith(".npz"):
             try:
                 with np.load(path) as data:
-                    found = {k: _ints(data[k], path, k) for k in ("train_a", "test_a", "train_c", "test_c") if k in data}
+                    arrays = {k: data[k] for k in ("train_a", "test_a", "train_c", "test_c") if k in data}
             except (OSError, ValueError, zipfile.BadZipFile) as err:
                 raise ValueError(f"exclusion file {path} is not a readable .npz: {err}") from None
+            found = {k: _ints(v, path, k) for k, v in arrays.items()}
             if not found:
                 raise ValueError(f"exclusion file {path} has none of the keys train_a, test_a, train_c, test_c")
             ex.a |= found.get("train_a", set()) | found.get("test_a", set())
