@@ -392,12 +392,14 @@ def test_saved_curriculum_config_carries_the_original_key_names(tmp_path):
     config["wandb"] = {"api_key": "secret-key-123"}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert curriculum_lowmem.main(["--config", str(path), "--save_params", "--results_dir", str(tmp_path / "out")]) == 0
-    saved = torch.load(next((tmp_path / "out").glob("multi_curriculum_model_lazy_*.pt")), weights_only=True)["config"]
-    assert saved["custom_phases"] == saved["phases"] == config["curriculum"]["phases"]
-    assert saved["moduli_bits_to_keep"] == [8] and saved["bits_to_keep"] == [8, 10]
-    assert saved["_yaml_config"]["training"] == config["training"]
-    assert "secret-key-123" not in repr(saved)
+    assert curriculum_lowmem.main(["--config", str(path), "--save_params", "--save_checkpoints",
+                                   "--results_dir", str(tmp_path / "out")]) == 0
+    for pattern in ("multi_curriculum_model_lazy_*.pt", "multi_curriculum_checkpoint_*.pt"):
+        saved = torch.load(next((tmp_path / "out").glob(pattern)), weights_only=True)["config"]
+        assert saved["custom_phases"] == saved["phases"] == config["curriculum"]["phases"]
+        assert saved["moduli_bits_to_keep"] == [8] and saved["bits_to_keep"] == [8, 10]
+        assert saved["_yaml_config"]["training"] == config["training"]
+        assert "secret-key-123" not in repr(saved)
 
 
 def test_docs_parameters_is_the_table_and_names_every_flag_and_yaml_key():
