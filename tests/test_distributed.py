@@ -1,4 +1,4 @@
-"""Distributed training on CPU with gloo (D12): torchrun and srun launches, the same experiment at any
+"""Distributed training on CPU with gloo: torchrun and srun launches, the same experiment at any
 scale, gradient accumulation without needless all-reduces, and preemption of a 2-rank run.
 
 Every multi-process run is a real launch: torchrun is `python -m torch.distributed.run`, srun is

@@ -132,7 +132,7 @@ class Task:
         raise NotImplementedError
 
     def evaluate_dataset(self, model, dataset, positions: bool = False) -> dict:
-        """Exact metrics over all of `dataset`, each rank taking its contiguous share (D13)."""
+        """Exact metrics over all of `dataset`, each rank taking its contiguous share (no sequence dropped)."""
         shards = list(eval_shards(len(dataset), self.cfg.batch_size, self.info.rank, self.info.world_size))
         return evaluate(model, dataset, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
                         positions=positions)
