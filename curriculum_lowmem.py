@@ -17,7 +17,7 @@ from utils.config import check_common, check_memory, device_is_cuda, parse_int_l
 from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
 from utils.data import PRNGDataset, default_control_bits, parse_combos, to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
-from utils.gpt2 import GPTConfig, build_model, count_parameters, parameter_shapes
+from utils.gpt2 import GPTConfig, build_model, count_parameters
 from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
 from utils.pretrained import load_pretrained
@@ -68,7 +68,7 @@ def load_config(argv):
         cfg.phases = parse_custom_phases(args.custom_phases)
         cfg._names = {}
     cfg._names.setdefault("phases", "--custom_phases")
-    # The original's config carried these names; saved configs keep them beside ours (README "Output files").
+    # The original's config carried these names; saved configs keep them beside ours for code that reads them.
     cfg.custom_phases = cfg.phases
     cfg.moduli_bits_to_keep = list(cfg.bits_to_keep) if cfg.bits_to_keep is not None else None
     return cfg
@@ -256,9 +256,7 @@ def main(argv=None) -> int:
     log = print if info.master else (lambda *a, **k: None)
     log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    model_config = GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits)
-    shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+    model_config = GPTConfig.for_run(cfg)
     if cfg.pretrained_path and not cfg.resume:  # a file that does not fit is bad input: refuse it before the run starts
         with torch.device("meta"):
             probe = build_model(model_config, cfg.no_rope)
@@ -267,8 +265,7 @@ def main(argv=None) -> int:
         except ValueError as err:
             fail(str(err))
     with StopSignals() as signals, RunScope(info) as scope:
-        run = scope.start(cfg, base_name(cfg), FILES, shapes, n_params, final_bytes=4 * n_params * cfg.save_params,
-                          log=log)
+        run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
         seed_everything(cfg.main_seed)

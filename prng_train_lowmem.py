@@ -13,7 +13,7 @@ from utils import config, distributed, prng
 from utils.config import INT64_MAX, check_common, check_memory, device_is_cuda
 from utils.data import EpochOrder, PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
-from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary, parameter_shapes
+from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
 from utils.checkpoint import FileKind, RunScope, fit_name
 from utils.params import load_exclusions, split_ac
 from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
@@ -34,8 +34,9 @@ def build_parser() -> config.ConfigParser:
 
 
 def setup_config(cfg, world_size: int, log=print):
-    """Fill the defaults of the original (tokens: README "Tokens and vocabulary") and validate
-    everything before anything is built; raise ValueError naming the flag and the value."""
+    """Fill the original's defaults (k = n bits, n//2 when every type is XSLRR; base = m with LCG, else
+    2^k; vocab_size = base, raised to base when smaller; control_bits '0' with LCG/TLCG in --type) and
+    validate everything before anything is built; raise ValueError naming the flag and the value."""
     flag = lambda attr: f"--{attr}"
     check_common(cfg, config.SINGLE, flag, log)
     validate_single_schedule(warm_steps=cfg.warm_steps, num_steps=cfg.num_steps)
@@ -181,12 +182,9 @@ def main(argv=None) -> int:
         fail(str(err))
     log = print if info.master else (lambda *a, **k: None)
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    model_config = GPTConfig(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, n_embd=cfg.n_embd, digits=cfg.digits)
-    shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+    model_config = GPTConfig.for_run(cfg)
     with StopSignals() as signals, RunScope(info) as scope:
-        run = scope.start(cfg, base_name(cfg), FILES, shapes, n_params, final_bytes=4 * n_params * cfg.save_params,
-                          log=log)
+        run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
         seed_everything(cfg.main_seed)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import distributed
+from .gpt2 import parameter_shapes
 from .results import WriteError, first_line, save_torch
 from .runtime import EXIT_BAD_INPUT, fail, plain_config
 
@@ -521,8 +522,11 @@ class RunScope:
     def __enter__(self):
         return self
 
-    def start(self, cfg, base: str, kinds: dict[str, FileKind], shapes: dict, n_params: int, final_bytes: int,
-              log=print) -> RunStart:
+    def start(self, cfg, base: str, kinds: dict[str, FileKind], model_config, log=print) -> RunStart:
+        """start_run for a model of `model_config` (measured on the meta device, nothing allocated); the
+        final files are counted as one float32 copy of the model when the run saves it."""
+        shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
+        final_bytes = 4 * n_params if cfg.save_params else 0
         try:
             self.run = start_run(cfg, plain_config(cfg), base, kinds, self.info, shapes, n_params, final_bytes, log)
         except ValueError as err:

@@ -23,6 +23,12 @@ class GPTConfig:
     n_embd: int = 768
     digits: int = 1  # tokens per number; used only by GPT_oth_abacus
 
+    @classmethod
+    def for_run(cls, cfg) -> "GPTConfig":
+        """The model shape of a run's validated config (block size = the context length)."""
+        return cls(block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                   n_embd=cfg.n_embd, digits=cfg.digits)
+
 
 def rope_table(head_dim: int, end: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the angles t * f_j, shape (end, head_dim // 2), f_j = theta^(-2j/head_dim)."""
