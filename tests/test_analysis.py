@@ -334,3 +334,28 @@ def test_eval_reads_a_curriculum_model_file(tmp_path):
     analyze("eval", model_file, "--no_rollout", "--out", tmp_path / "a")
     df = curves(tmp_path / "a")
     assert sorted(df.m.unique()) == [64, 256] and len(df) == 2 * 8
+
+
+class NextOf(torch.nn.Module):
+    """A stand-in model whose logits put all weight on f(previous token)."""
+
+    def __init__(self, f, vocab):
+        super().__init__()
+        self.f, self.vocab = f, vocab
+
+    def forward(self, idx):
+        return torch.nn.functional.one_hot(self.f(idx), self.vocab).float(), None
+
+
+def test_rollout_counts_exact_numbers_until_the_first_wrong_one():
+    from utils.data import Combo, PRNGDataset
+    m, a, c = 256, 5, 3
+    ds = PRNGDataset(m, [Combo("LCG")], [a], [c], 3, 12, m, 1, 1)
+    perfect = NextOf(lambda x: (a * x + c) % m, m)
+    runs = positions.rollout(perfect, ds, 4, torch.device("cpu"), torch.float32)
+    assert runs.tolist() == [8, 8, 8]
+    # Right for the first generated number only: from then on it continues from its own output.
+    numbers = ds.numbers(np.arange(3))
+    second = set(numbers[:, 4].tolist())  # the first generated number
+    flawed = NextOf(lambda x: torch.where(torch.isin(x, torch.tensor(sorted(second))), x, (a * x + c) % m), m)
+    assert positions.rollout(flawed, ds, 4, torch.device("cpu"), torch.float32).tolist() == [1, 1, 1]
