@@ -208,6 +208,21 @@ def model_file(folder) -> dict:
     return state.get("model_state_dict", state)
 
 
+def test_torch_compile_on_the_cpu_has_its_cpp_compiler_and_python_headers():
+    # What inductor's CPU backend builds its kernels with; missing, every compiled test below fails with
+    # a long build log instead of this line.
+    import shutil
+    import sysconfig
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        compiler = get_cpp_compiler()
+    except Exception:  # private API: its default otherwise
+        compiler = "g++"
+    assert shutil.which(compiler), f"torch.compile on a CPU needs the C++ compiler {compiler} (Debian package g++)"
+    header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    assert os.path.isfile(header), f"torch.compile on a CPU needs the Python headers, {header} (Debian: python3-dev)"
+
+
 @pytest.fixture(scope="module", params=sorted(SCRIPTS))
 def compiled_run(request, tmp_path_factory):
     """(script, flags, folder) of one uninterrupted 20-update run, compiled, bf16, checkpoints at 0/10/20."""
