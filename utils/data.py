@@ -49,6 +49,8 @@ def parse_control_bits(text) -> list[int]:
         values = [int(p) for p in parts]
     except ValueError:
         raise ValueError(f"control_bits must be an int or a comma list of ints, got {text!r}") from None
+    if any(not 0 <= v <= 63 for v in values):  # states have at most 63 bits (rules compute 2^cb)
+        raise ValueError(f"control_bits values must be in [0, 63], got {text!r}")
     if len(set(values)) != len(values):
         raise ValueError(f"control_bits lists a value twice: {text!r}")
     return values
