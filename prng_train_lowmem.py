@@ -239,11 +239,12 @@ def correctness_passes(cfg, task, train_ds, model, info) -> dict:
     lo, hi = len(train_idx) * info.rank // info.world_size, len(train_idx) * (info.rank + 1) // info.world_size
     mine = train_idx[lo:hi]
     shards = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+    test = task.evaluate(model)  # the whole test set and, in the same pass, each type's
     curves = {"train_correct": evaluate(model, train_ds, shards, info=info, dtype=cfg.amp_dtype, digits=cfg.digits,
                                         positions=True)["pos_acc"],
-              "test_correct": task.evaluate_dataset(model, task.test_ds, positions=True)["pos_acc"]}
-    for label, ds in task.per_type.items():
-        curves[f"{label}_correct"] = task.evaluate_dataset(model, ds, positions=True)["pos_acc"]
+              "test_correct": test["pos_acc"]}
+    for label, metrics in test["per_type"].items():
+        curves[f"{label}_correct"] = metrics["pos_acc"]
     return curves
 
 
