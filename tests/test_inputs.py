@@ -78,6 +78,8 @@ BAD = {
     "single_seq_len_huge": ("single", ["--seq_len", str(10**12)], ["--seq_len", str(10**12)]),
     "single_batch_larger_than_data": ("single", ["--batch_size", "100000000"], ["--batch_size", "100000000"]),
     "single_n_example_overflows": ("single", ["--n_example", str(10**18)], ["--n_example", str(10**18)]),
+    "single_n_a_beyond_memory": ("single", ["--type", "TLCG", "--m", str(2**62), "--bits_to_keep", "8", "--n_a",
+                                            str(10**17)], ["--n_a", str(10**17)]),
     "single_num_steps_huge": ("single", ["--num_steps", BIG], ["--num_steps", BIG]),
     # integers that must be positive
     "single_batch_zero": ("single", ["--batch_size", "0"], ["--batch_size", "0"]),

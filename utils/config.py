@@ -183,6 +183,11 @@ def check_memory(cfg, name, device_is_cuda: bool) -> None:
         raise ValueError(f"the model ({name('vocab_size')} {cfg.vocab_size}, {name('n_embd')} {cfg.n_embd}, "
                          f"{name('n_layer')} {cfg.n_layer}) has {params:,} parameters and needs "
                          f"{16 * params / 1e9:.3g} GB to train; this machine has {host / 1e9:.3g} GB")
+    n_ac = cfg.n_a + cfg.n_c + cfg.n_test_a + cfg.n_test_c
+    if 16 * n_ac > host:  # the (a, c) lists, int64, and a working copy while they are drawn
+        raise ValueError(f"{name('n_a')} {cfg.n_a}, {name('n_c')} {cfg.n_c}, {name('n_test_a')} {cfg.n_test_a}, "
+                         f"{name('n_test_c')} {cfg.n_test_c}: the a and c lists need {16 * n_ac / 1e9:.3g} GB; "
+                         f"this machine has {host / 1e9:.3g} GB")
     tokens = cfg.batch_size * cfg.context_len
     activations = tokens * (4 * cfg.vocab_size + 16 * cfg.n_layer * cfg.n_embd)
     limit = LARGEST_DEVICE_BYTES if device_is_cuda else host
