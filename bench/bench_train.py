@@ -85,7 +85,7 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(name, device, dtype, use_compile, batch, micro, warmup, steps, eval_batches=None):
+def measure(name, device, dtype, use_compile, batch, micro, warmup, steps, eval_batches=None, compile_mode=None):
     combo, m, base, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c = SHAPES[name]
     split = split_ac(m, 32, 32, n_test_a, n_test_c, np.random.default_rng(1))  # 1024 training pairs
     ds = PRNGDataset(m, [combo], split.train_a, split.train_c, 1, seq_len, base, 1, data_seed=1)
@@ -99,7 +99,7 @@ def measure(name, device, dtype, use_compile, batch, micro, warmup, steps, eval_
     model.train()
     optimizer = model.configure_optimizers(0.1, 5e-4, (0.9, 0.999), device.type)
     params = [p for p in model.parameters() if p.requires_grad]
-    run = torch.compile(model) if use_compile else model
+    run = torch.compile(model, mode=compile_mode) if use_compile else model
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
@@ -163,6 +163,9 @@ def main(argv=None):
                    help="default: off on the CPU, on on CUDA")
     p.add_argument("--cases", nargs="+", default=None, choices=list(SHAPES), help="default: all")
     p.add_argument("--peak_tflops", type=float, default=None, help="dense bf16 peak of an unlisted GPU")
+    p.add_argument("--compile_mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
+                                                            "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode to try (the scripts use the default)")
     p.add_argument("--micro", type=int, default=None,
                    help="micro-batch of the README shape (the update stays 512 sequences); default 128 on CUDA")
     args = p.parse_args(argv)
@@ -182,6 +185,8 @@ def main(argv=None):
         print(f"# {gpu}; torch {torch.__version__}; MFU against {peak_text}")
     else:
         print(f"# CPU; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    if args.compile_mode:
+        print(f"# torch.compile mode {args.compile_mode}")
     print("# FLOPs/update = (6 * n_params + 12 * n_layer * n_embd * T) * batch * T; "
           f"eval share with --eval_interval {EVAL_INTERVAL}")
     rows = []
@@ -189,7 +194,8 @@ def main(argv=None):
         for dtype in dtypes:
             for use_compile in compiles:
                 rows.append(measure(name, device, dtype, use_compile, batch, micro, warmup, steps,
-                                    eval_batches=None if device.type == "cuda" else 2))
+                                    eval_batches=None if device.type == "cuda" else 2,
+                                    compile_mode=args.compile_mode))
     if device.type == "cpu":  # after the cases, so the peaks and the runs see the same machine state
         peaks = {d: cpu_matmul_peak(d) for d in dtypes}
         for d, v in peaks.items():
