@@ -180,6 +180,8 @@ BAD = {
     "yaml_n_layer_not_a_number": ("yaml", [yaml_with("model", n_layer="two")], ["model.n_layer", "two"]),
     "yaml_control_bits_huge": ("yaml", [yaml_with("data", type="RR", control_bits=10**11)],
                                ["control_bits", str(10**11)]),
+    "yaml_phase_steps_1e30": ("yaml", [yaml_with("curriculum", phases=[{"phase_steps": "1e30", "end_weights": [1, 1]}])],
+                              ["curriculum.phases", "phase_steps"]),
     "yaml_unknown_key": ("yaml", [yaml_with("training", learning_rate=1)], ["training.learning_rate"]),
     "yaml_flag_overrides_and_is_named": ("yaml", [YAML_OK, "--batch_size", "0"], ["--batch_size", "0"]),
     "yaml_not_utf8": ("yaml", [b"model: {n_layer: \xff}\n"], ["NOT_UTF8", "UTF-8"]),

@@ -123,6 +123,9 @@ def _parse_phase(raw, i, n_moduli, log=print):
 
     steps = {key: _as_int(raw.get(key, 0), f"{where}: {key}")
              for key in ('phase_steps', 'transition_steps', 'warmup_steps')}
+    for key, value in steps.items():
+        if value > 2**63 - 1:
+            raise ValueError(f"{where}: {key} must be below 2^63 (it must fit int64), got {value}")
     phase_steps = steps['phase_steps']
     if phase_steps < 0 and phase_steps != REST_OF_TRAINING:
         raise ValueError(f"{where}: phase_steps must be >= 0 or -1 (rest of training), "
