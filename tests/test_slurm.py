@@ -83,11 +83,31 @@ class Cluster:
             if proc.poll() is not None:
                 pytest.fail(f"{name} exited with {proc.returncode}\n{self.logs()}")
 
+    def query(self, *args) -> str | None:
+        """The output of a Slurm query command, or None if it failed or hung this time (slurmctld busy on
+        a loaded machine): the caller asks again, and never reads a failed query as an empty answer."""
+        try:
+            result = self.run(*args, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        return result.stdout if result.returncode == 0 else None
+
+    def job_states(self, job_id: str) -> list[dict] | None:
+        """`scontrol show job` fields of every task of array job `job_id` (one record for the tasks not
+        started yet), or None if slurmctld did not answer."""
+        out = self.query("scontrol", "-o", "show", "job", job_id)
+        if out is None:
+            return None
+        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.strip()]
+
     def job_records(self, job_id: str) -> dict[int, dict]:
         """Array task id -> `scontrol show job` fields of every task of array job `job_id`."""
-        out = self.run("scontrol", "-o", "show", "job", job_id).stdout
-        records = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out.splitlines() if line.strip()]
-        return {int(r["ArrayTaskId"]): r for r in records}
+        for _ in range(10):
+            records = self.job_states(job_id)
+            if records is not None:
+                return {int(r["ArrayTaskId"]): r for r in records}
+            time.sleep(3)
+        pytest.fail(f"scontrol show job {job_id} kept failing\n{self.logs()}")
 
 
 def slurm_conf(root: Path, host: str) -> str:
@@ -189,14 +209,34 @@ def submit(c: Cluster, work: Path, *extra: str, env: dict, options=tuple(SBATCH_
     return result.stdout.strip().split(";")[0]
 
 
-def wait_for(c: Cluster, job_ids: list[str], timeout_s: float, what: str) -> None:
+# Job states after which a task runs no more (COMPLETING, for one, is not among them).
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE"}
+
+
+def wait_for(c: Cluster, job_ids: list[str], timeout_s: float, what: str, logs: Path | None = None) -> None:
+    """Until every task of the array jobs `job_ids` has ended, as slurmctld records it."""
     deadline = time.monotonic() + timeout_s
-    while c.run("squeue", "-h", "-j", ",".join(job_ids), check=False).stdout.strip():
+    while True:
         c.check_daemons()
+        states = [c.job_states(job_id) for job_id in job_ids]
+        if all(s is not None and s and all(r.get("JobState") in ENDED for r in s) for s in states):
+            return
         if time.monotonic() > deadline:
-            queue = c.run("squeue", check=False).stdout
-            pytest.fail(f"{what} did not finish in {timeout_s} s:\n{queue}\n{c.logs()}")
+            queue = c.query("squeue") or "(squeue failed)"
+            tails = "\n".join(tail(p, 5) for p in sorted(logs.glob("*"))) if logs else ""
+            pytest.fail(f"{what} did not finish in {timeout_s} s:\n{queue}\n{c.logs()}\n{tails}")
         time.sleep(2)
+
+
+def copy_code(work: Path, *names: str) -> None:
+    """Copies, not links: the tasks start over minutes, and each must run the code as it was when the
+    test began, not a file that is being edited in the working tree meanwhile."""
+    for name in names:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, work / name)
 
 
 @pytest.fixture(scope="module")
@@ -204,16 +244,14 @@ def sweep(cluster, tmp_path_factory):
     """Submit the sweep (and a task that fails) from a directory laid out like the repository root."""
     work = tmp_path_factory.mktemp("submit")
     (work / "configs").mkdir()
-    for name in ("curriculum_lowmem.py", "utils"):
-        (work / name).symlink_to(REPO / name)
-    (work / "configs" / "curriculum.yaml").symlink_to(REPO / "configs" / "curriculum.yaml")
+    copy_code(work, "curriculum_lowmem.py", "utils", "configs/curriculum.yaml")
     (work / "out" / "FT").mkdir(parents=True)  # the README's `mkdir -p out/FT` before the first sbatch
     results = work / "results_FT"
     env = {**cluster.env, "FT_PYTHON": sys.executable, "FT_RESULTS_DIR": str(results), "FT_OVERRIDES": TINY}
     job_id = submit(cluster, work, env=env)
     failing = submit(cluster, work, "--array=0", env={**env, "FT_RESULTS_DIR": str(work / "results_bad"),
                                                      "FT_OVERRIDES": TINY + " --n_layer 0"})
-    wait_for(cluster, [job_id, failing], JOB_TIMEOUT_S, "the sweep")
+    wait_for(cluster, [job_id, failing], JOB_TIMEOUT_S, "the sweep", work / "out" / "FT")
     return Sweep(work, results, job_id, cluster.job_records(job_id), failing, cluster.job_records(failing))
 
 
@@ -228,8 +266,8 @@ def task_logs(sweep: Sweep, task: int) -> str:
 # the groups, and the rendezvous servers on their ports, exist at the same moment. Two tasks given one
 # port cannot both get there (the second server cannot listen; a rank may join the wrong group).
 OVERLAP_RANKS = 2 * (4 + 4 + 1)  # two srun processes per task: two whole arrays and a single job
-OVERLAP_WAIT_S = 240  # for the last rank to join (each imports torch; the node's CPUs are shared)
-OVERLAP_TIMEOUT_S = 400
+OVERLAP_WAIT_S = 180  # for the last rank to join (each imports torch; the node's CPUs are shared)
+OVERLAP_TIMEOUT_S = 300
 OVERLAP_STAND_IN = f"""\
 import json, os, sys, time
 
@@ -270,8 +308,7 @@ def overlap(cluster, tmp_path_factory):
     """Submit two whole arrays and a single job to the partition whose node they can share."""
     work = tmp_path_factory.mktemp("overlap")
     (work / "configs").mkdir()
-    (work / "utils").symlink_to(REPO / "utils")
-    (work / "configs" / "curriculum.yaml").symlink_to(REPO / "configs" / "curriculum.yaml")
+    copy_code(work, "utils", "configs/curriculum.yaml")
     (work / "curriculum_lowmem.py").write_text(OVERLAP_STAND_IN)
     (work / "out" / "FT").mkdir(parents=True)
     results = work / "results"
@@ -279,7 +316,7 @@ def overlap(cluster, tmp_path_factory):
     options = [o for o in SBATCH_OVERRIDES if not o.startswith("--partition=")] + [f"--partition={OVERLAP_PARTITION}"]
     ids = [submit(cluster, work, env=env, options=options), submit(cluster, work, env=env, options=options),
            submit(cluster, work, "--array=0", env=env, options=options)]
-    wait_for(cluster, ids, OVERLAP_TIMEOUT_S, "the overlapping jobs")
+    wait_for(cluster, ids, OVERLAP_TIMEOUT_S, "the overlapping jobs", work / "out" / "FT")
     records = {r["JobId"]: r for job_id in ids for r in cluster.job_records(job_id).values()}
     return Overlap(work, results, records)
 
