@@ -263,6 +263,8 @@ class Param:
 
 P = Param
 PARAMS = (
+    P("config", "str", None, "YAML file; flags written on the command line override its values",
+      scripts=(CURRICULUM,)),
     # seeds and data
     P("main_seed", "int", 1, "seeds model init, batch order, correctness subset", yaml=("seeds.main_seed",), lo=0,
       group="data"),
@@ -348,8 +350,6 @@ PARAMS = (
       yaml=("training.checkpoint_interval", "output.checkpoint_interval"), lo=1, group="output"),
     P("num_workers", "int", 8, "accepted for the original's command lines; batches are made in-process by one "
       "vectorized call, so no workers are started", scripts=(SINGLE,), lo=0, group="output"),
-    P("config", "str", None, "YAML file; flags written on the command line override its values",
-      scripts=(CURRICULUM,)),
     # YAML only: printed or kept, as the original
     P("experiment_name", "str", "Unnamed", "printed at start", scripts=(), yaml=("experiment_name",)),
     P("description", "str", "No description", "printed at start", scripts=(), yaml=("description",)),
