@@ -261,8 +261,8 @@ def task_logs(sweep: Sweep, task: int) -> str:
 
 # Two arrays and a single job at once. What each task runs is a stand-in for curriculum_lowmem.py
 # that only joins the task's DDP group the way the training does (utils.distributed.setup: env://
-# rendezvous on MASTER_ADDR:MASTER_PORT as the script sets them, gloo on CPU), so that a dozen processes
-# fit on a small machine. Each rank then waits until every rank of every job has joined its group: all
+# rendezvous on MASTER_ADDR:MASTER_PORT as the script sets them, gloo on CPU), so that eighteen
+# processes fit on a small machine. Each rank then waits until every rank of every job has joined its group: all
 # the groups, and the rendezvous servers on their ports, exist at the same moment. Two tasks given one
 # port cannot both get there (the second server cannot listen; a rank may join the wrong group).
 OVERLAP_RANKS = 2 * (4 + 4 + 1)  # two srun processes per task: two whole arrays and a single job
