@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+import analyze as analyze_cli
 from tests.helpers import clean_env
 from utils import prng
 from utils.analysis import baselines, positions
@@ -34,6 +35,15 @@ def run(script, *args, check=True):
 
 def analyze(*args, check=True):
     return run("analyze.py", *args, check=check)
+
+
+def bad_input(capsys, *args):
+    """Run analyze.py's main in this process (no interpreter start-up) on input it must refuse."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        analyze_cli.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return subprocess.CompletedProcess(args, stop.value.code, "", err)
 
 
 def assert_bad_input(result, *words):
@@ -163,7 +173,7 @@ def test_eval_regenerates_the_runs_test_set(lcg_run, tmp_path):
     assert os.path.getsize(tmp_path / "a" / "accuracy_by_position.png") > 1000
 
 
-def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path):
+def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path, capsys):
     ckpt_path = one(lcg_run, "checkpoint_*_step5.pt")
     params = one(lcg_run, "params_*.pth")
     ckpt = torch.load(ckpt_path, weights_only=True)
@@ -178,12 +188,12 @@ def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path):
     expected = curves(tmp_path / "ours")
     pd.testing.assert_frame_equal(curves(tmp_path / "orig"), expected)
     pd.testing.assert_frame_equal(curves(tmp_path / "params"), expected)
-    assert_bad_input(analyze("eval", params, "--m", 256, "--seq_len", 9, "--out", tmp_path / "x", check=False),
+    assert_bad_input(bad_input(capsys, "eval", params, "--m", 256, "--seq_len", 9, "--out", tmp_path / "x"),
                      "--n_head")
-    assert_bad_input(analyze("eval", ckpt_path, "--n_head", 4, "--out", tmp_path / "x", check=False), "n_head")
+    assert_bad_input(bad_input(capsys, "eval", ckpt_path, "--n_head", 4, "--out", tmp_path / "x"), "n_head")
 
 
-def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path):
+def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path, capsys):
     ckpt = one(lcg_run, "checkpoint_*_step5.pt")
     analyze("eval", ckpt, "--m", "128,256", "--a", "5,9,13", "--c", "3,7", "--n_example", 2, "--rollout_from", 4,
             "--out", tmp_path / "u")
@@ -191,17 +201,18 @@ def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path):
     assert sorted(df.m.unique()) == [128, 256] and (df.sequences == 12).all()
     roll = pd.read_csv(tmp_path / "u" / "rollout.csv")
     assert roll.start.tolist() == [4, 4] and roll.generated.tolist() == [5, 5]
-    assert_bad_input(analyze("eval", ckpt, "--m", 512, "--out", tmp_path / "x", check=False), "vocab")
-    assert_bad_input(analyze("eval", ckpt, "--baselines", "magic", "--out", tmp_path / "x", check=False), "magic")
+    assert_bad_input(bad_input(capsys, "eval", ckpt, "--m", 512, "--out", tmp_path / "x"), "vocab")
+    assert_bad_input(bad_input(capsys, "eval", ckpt, "--baselines", "magic", "--out", tmp_path / "x"), "magic")
+    # As a user sees it: the process's status and stderr.
     assert_bad_input(analyze("eval", tmp_path / "missing.pt", "--out", tmp_path / "x", check=False), "not found")
-    assert_bad_input(analyze("eval", ckpt, "--tau", "2", "--out", tmp_path / "x", check=False), "--tau")
+    assert_bad_input(bad_input(capsys, "eval", ckpt, "--tau", "2", "--out", tmp_path / "x"), "--tau")
     assert not (tmp_path / "x").exists()
 
 
 # --------------------------------------------------------------------------------------------------
 # curves
 
-def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run, tmp_path):
+def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run, tmp_path, capsys):
     analyze("curves", one(lcg_run, "positions_*.npz"), "--out", tmp_path / "train")
     table = pd.read_csv(tmp_path / "train" / "context_needed_over_training.csv")
     assert table.step.tolist() == [0, 5] and set(table.key) == {"test"}
@@ -218,9 +229,9 @@ def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run,
     for name in ("curves_test.png", "context_needed_over_training.png"):
         assert os.path.getsize(tmp_path / "mine" / name) > 1000
     np.savez(tmp_path / "bad.npz", test=acc)
-    assert_bad_input(analyze("curves", tmp_path / "bad.npz", "--out", tmp_path / "x", check=False), "step")
-    assert_bad_input(analyze("curves", tmp_path / "positions_x.npz", "--keys", "RR", "--out", tmp_path / "x",
-                             check=False), "RR")
+    assert_bad_input(bad_input(capsys, "curves", tmp_path / "bad.npz", "--out", tmp_path / "x"), "step")
+    assert_bad_input(bad_input(capsys, "curves", tmp_path / "positions_x.npz", "--keys", "RR", "--out", tmp_path / "x"),
+                     "RR")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +288,7 @@ def probes_accuracy(features, labels):
     return probes.linear_probe(features, labels)
 
 
-def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path):
+def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path, capsys):
     ckpt = one(two_generator_run, "checkpoint_*_step5.pt")
     analyze("layers", ckpt, "--positions", "1,4,8", "--attention", "0,17", "--out", tmp_path)
     table = pd.read_csv(tmp_path / "layer_probe.csv")
@@ -289,14 +300,14 @@ def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path):
     np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.triu(maps, 1) == 0)  # causal
     assert os.path.getsize(tmp_path / "layer_probe.png") > 1000 and os.path.getsize(tmp_path / "attention_0.png") > 1000
-    assert_bad_input(analyze("layers", one(lcg_run, "checkpoint_*_step5.pt"), "--out", tmp_path / "x", check=False),
+    assert_bad_input(bad_input(capsys, "layers", one(lcg_run, "checkpoint_*_step5.pt"), "--out", tmp_path / "x"),
                      "several")
 
 
 # --------------------------------------------------------------------------------------------------
 # scaling
 
-def test_scaling_fits_the_exponent(lcg_run, tmp_path):
+def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
     for i, m in enumerate([256, 1024, 4096, 16384]):
         needed = round(math.sqrt(m) / 2 * 3 * (1.1 if i % 2 else 0.9))
         pd.DataFrame([{"source": "model", "m": m, "label": "LCG", "tau": 0.99, "context_needed": needed},
@@ -308,9 +319,9 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path):
     assert fit.points == 4 and abs(fit.exponent - 0.5) < 0.1 and 0 < fit.exponent_stderr < 0.1
     assert len(pd.read_csv(tmp_path / "s" / "scaling.csv")) == 4 and "m^0.5" in result.stdout
     assert os.path.getsize(tmp_path / "s" / "scaling.png") > 1000
-    baseline = analyze("scaling", *runs, "--source", "baseline_lcg", "--out", tmp_path / "b")
-    assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9 and baseline.returncode == 0
-    assert_bad_input(analyze("scaling", runs[0], "--out", tmp_path / "x", check=False), "two or more")
+    assert analyze_cli.main(["scaling", *map(str, runs), "--source", "baseline_lcg", "--out", str(tmp_path / "b")]) == 0
+    assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9
+    assert_bad_input(bad_input(capsys, "scaling", runs[0], "--out", tmp_path / "x"), "two or more")
 
 
 # --------------------------------------------------------------------------------------------------
