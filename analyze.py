@@ -73,7 +73,7 @@ def load(args):
     return loaded, device, {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 
 
-def test_sets(args, settings):
+def sets_from_args(args, settings):
     for name in ("n_test_a", "n_test_c", "n_example", "batch_size", "seq_len"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -97,7 +97,7 @@ def cmd_eval(args) -> int:
         if name not in baselines.NAMES:
             raise ValueError(f"--baselines: unknown baseline {name!r}; valid: {', '.join(baselines.NAMES)}")
     loaded, device, dtype = load(args)
-    sets = test_sets(args, loaded.settings)
+    sets = sets_from_args(args, loaded.settings)
     if args.rollout_from is not None and not 1 <= args.rollout_from < sets[0].dataset.seq_len:
         raise ValueError(f"--rollout_from must lie in [1, {sets[0].dataset.seq_len - 1}], got {args.rollout_from}")
     for name in names:
@@ -221,7 +221,7 @@ def cmd_embed(args) -> int:
 
 def cmd_layers(args) -> int:
     loaded, device, dtype = load(args)
-    sets = test_sets(args, loaded.settings)
+    sets = sets_from_args(args, loaded.settings)
     by_m = {}
     for s in sets:
         by_m.setdefault(s.m, []).append(s)
