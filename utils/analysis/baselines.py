@@ -28,6 +28,7 @@ from ..params import multiplier_count, multiplier_step
 CANDIDATE_BUDGET = 1 << 22  # candidates held at once; sequences are processed in chunks below it
 MAX_LCG_MODULUS = 1 << 24
 MAX_FAMILY_MODULUS = 1 << 16
+MAX_SEQUENCE_CANDIDATES = 1 << 26  # (s1, s2, a) triples of one sequence after two numbers
 
 
 def _vote(seq: np.ndarray, values: np.ndarray, n_seq: int, n_values: int) -> np.ndarray:
@@ -129,6 +130,9 @@ class Family:
         pre1 = [self.preimage(int(v)) for v in numbers[:, 0]]
         pre2 = [self.preimage(int(v)) for v in numbers[:, 1]]
         sizes = np.array([len(p) * len(q) * len(self.a) for p, q in zip(pre1, pre2)], dtype=np.int64)
+        if sizes.max() > MAX_SEQUENCE_CANDIDATES:
+            raise ValueError(f"the family baseline would start from {sizes.max():,} candidates for one sequence at "
+                             f"m={self.m} (more than {MAX_SEQUENCE_CANDIDATES:,}): the outputs keep too few bits of the state")
         for lo, hi in _chunks(sizes):
             seq, s1, s2 = [], [], []
             for i in range(lo, hi):
