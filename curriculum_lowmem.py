@@ -25,7 +25,7 @@ from utils.results import WriteError, atomic_write, plot_or_warn, save_npz, save
 from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
-from utils.trainer import StopSignals, Task, fit, format_eta
+from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
 from utils.wandb_utils import WandbRun, require_wandb
 
 
@@ -375,4 +375,4 @@ def plot_schedule(path: str, cfg, task) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_ignoring_signals(main())

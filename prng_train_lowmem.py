@@ -20,7 +20,7 @@ from utils.results import WriteError, plot_or_warn, save_npz, save_positions, sa
 from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
 from utils.schedules import single_lr, validate_single_schedule
 from utils.tokens import check_vocab, context_len
-from utils.trainer import StopSignals, Task, fit, format_eta
+from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
 from utils.wandb_utils import WandbRun, require_wandb
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
@@ -293,4 +293,4 @@ def print_summary(rows: list[dict], written: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_ignoring_signals(main())

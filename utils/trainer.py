@@ -24,6 +24,7 @@ from .results import WriteError
 from .runtime import clean_state_dict, plain_config, prepare_model
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
+SIGNAL_CHECK_EVERY = 10  # updates between the ranks' stop-signal agreement under DDP
 
 
 class NonFiniteLoss(RuntimeError):
@@ -185,12 +186,14 @@ class StopSignals:
     The loop checks it once per update, so the update in flight finishes and a checkpoint is written;
     after training it is ignored, so the final files are always written whole."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
     def __init__(self):
         self.received: int | None = None
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -200,6 +203,14 @@ class StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def exit_ignoring_signals(code: int):
+    """Leave the process with `code`, a stop signal during the interpreter's teardown ignored: the run's
+    files are all written by then, and the status must say so."""
+    for sig in StopSignals.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def format_eta(seconds: float) -> str:
@@ -252,17 +263,19 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
             with sync:
                 with autocast(device, cfg.dtype):
                     logits, loss = train_model(x, y)
+                with torch.no_grad():  # counted before backward, so the logits are freed before it runs
+                    correct, last, hit = batch_counts(logits, y, cfg.digits)
+                    if last_micro and state.update == cfg.num_steps - 1:
+                        task.on_final_micro_batch(hit)
+                del logits, hit
                 (loss / G).backward()
             with torch.no_grad():
-                correct, last, hit = batch_counts(logits, y, cfg.digits)
                 n_tokens = float(y.numel())  # counts the host knows are added as scalars: no copy to the device
                 acc[0] += loss.detach().double() * n_tokens
                 acc[1] += correct
                 acc[2] += last
                 acc[3] += n_tokens
                 acc[4] += float(len(y))
-                if last_micro and state.update == cfg.num_steps - 1:
-                    task.on_final_micro_batch(hit)
             state.micro_step += 1
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         if not torch.isfinite(grad_norm):
@@ -291,7 +304,10 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
                 log(task.progress(state.update, train_stats, test, lr_next, tok_per_s, eta))
             interval_start, interval_updates = time.perf_counter(), 0
 
-        stop = signals is not None and any_rank(signals.received is not None, info)
+        # Under DDP the ranks agree on a stop with an all-reduce, a wait for the device: every
+        # SIGNAL_CHECK_EVERY updates only (a few seconds at most on a GPU; schedulers warn minutes ahead).
+        look = not info.enabled or state.update % SIGNAL_CHECK_EVERY == 0 or state.update == cfg.num_steps
+        stop = signals is not None and look and any_rank(signals.received is not None, info)
         periodic = state.update % cfg.checkpoint_interval == 0 or state.update == cfg.num_steps
         if (cfg.save_checkpoints and periodic) or stop:
             state.accum = all_gather(acc, info)  # the interval's sums so far, so the next evaluation is unchanged
