@@ -370,3 +370,25 @@ def test_rollout_counts_exact_numbers_until_the_first_wrong_one():
     second = set(numbers[:, 4].tolist())  # the first generated number
     flawed = NextOf(lambda x: torch.where(torch.isin(x, torch.tensor(sorted(second))), x, (a * x + c) % m), m)
     assert positions.rollout(flawed, ds, 4, torch.device("cpu"), torch.float32).tolist() == [1, 1, 1]
+
+
+def test_family_baseline_refuses_an_enumeration_too_large_for_memory():
+    x = prng.generate("TLCG", 2**14, np.array([5, 9]), np.array([3, 7]), np.array([1, 2]), 10, bits_to_keep=4)
+    with pytest.raises(ValueError, match="candidates"):
+        baselines.family(x, "TLCG", 2**14, 0, 4)
+
+
+@pytest.mark.parametrize("digits,positions_kind", [(1, "learned"), (2, "abacus")])
+def test_model_shape_comes_from_the_weights(digits, positions_kind):
+    from utils.analysis import loading
+    from utils.gpt2 import GPTConfig, build_model
+    model = build_model(GPTConfig(block_size=17 * digits - 1, vocab_size=24, n_layer=3, n_head=2, n_embd=16,
+                                  digits=digits), no_rope=True)
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    shape = loading.infer_shape(loading.strip_compile_prefix(state))
+    assert (shape.vocab_size, shape.n_embd, shape.n_layer, shape.positions) == (24, 16, 3, positions_kind)
+    settings = loading.settings_from(shape, None, {"n_head": 2, "m": 16, "type": "TLCG", "bits_to_keep": 3})
+    assert settings.digits == digits and settings.seq_len == 17 and settings.block_size == 17 * digits - 1
+    rebuilt = loading.build(shape, settings, loading.strip_compile_prefix(state), torch.device("cpu"))
+    x = torch.randint(0, 24, (2, 17 * digits - 1))
+    torch.testing.assert_close(rebuilt(x)[0], model(x)[0])

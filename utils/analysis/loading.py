@@ -35,7 +35,7 @@ class Shape:
     n_embd: int
     n_layer: int
     positions: str  # "rope", "learned" or "abacus"
-    block_size: int | None  # known for learned positions only
+    block_size: int | None  # known for learned positions (and abacus) only
     digits: int | None  # known for abacus only
 
 
@@ -100,9 +100,9 @@ def infer_shape(state: dict) -> Shape:
         raise ValueError(f"the state dict's transformer.h.<i> blocks are not 0..n-1: {sorted(layers)[:8]}")
     wpe = state.get("transformer.wpe.weight")
     abacus = state.get("transformer.abacus.weight")
-    if abacus is not None:
+    if abacus is not None:  # wpe has one row per number: ceil(block_size / digits) = seq_len
         digits = int(abacus.shape[0])
-        return Shape(int(vocab), int(n_embd), len(layers), "abacus", None, digits)
+        return Shape(int(vocab), int(n_embd), len(layers), "abacus", int(wpe.shape[0]) * digits - 1, digits)
     if wpe is not None:
         return Shape(int(vocab), int(n_embd), len(layers), "learned", int(wpe.shape[0]), 1)
     return Shape(int(vocab), int(n_embd), len(layers), "rope", None, None)
