@@ -46,10 +46,11 @@ NAME_MAX = 255  # bytes in one file name on Linux file systems
 
 # Settings that may differ between a run and its resumption without changing what it computes.
 # Device, dtype and compile are among them: a run may continue on another machine (a dtype change is
-# reported when it resumes). batch_size and world_size enter as their product, the global batch.
+# reported when it resumes). batch_size and world_size enter as their product, the global batch. The raw
+# YAML (`_yaml_config`, kept for the original's readers) is left out: its values enter parsed.
 IDENTITY_FREE = frozenset({
     "results_dir", "resume", "keep_checkpoints", "ignore_disk_check", "num_workers", "device", "dtype", "compile",
-    "config", "experiment_name", "description", "batch_size", "world_size",
+    "config", "_yaml_config", "experiment_name", "description", "batch_size", "world_size",
     "use_wandb", "wandb_project", "wandb_entity", "wandb_name", "wandb_tags", "wandb_notes", "wandb_offline",
     "wandb_api_key"})
 PATH_KEYS = ("pretrained_path", "exclude_ac_paths")  # compared by real path, so a requeue from elsewhere agrees
