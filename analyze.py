@@ -277,6 +277,9 @@ def cmd_scaling(args) -> int:
     if not 0 < args.tau <= 1:
         raise ValueError(f"--tau must lie in (0, 1], got {args.tau}")
     points = [p for path in args.runs for p in scaling.points_from(path, args.tau, args.source)]
+    taus = sorted({p["tau"] for p in points})
+    if len(taus) > 1:
+        raise ValueError(f"the runs' context needed was measured with different tau {taus}: evaluate them with one --tau")
     reached = [p for p in points if p["context_needed"] is not None]
     for p in points:
         if p["context_needed"] is None:
@@ -286,9 +289,9 @@ def cmd_scaling(args) -> int:
     table = os.path.join(args.out, "scaling.csv")
     save_table([{**p, "context_needed": "" if p["context_needed"] is None else p["context_needed"],
                  "sqrt_m_half": math.sqrt(p["m"]) / 2} for p in points],
-               ["run", "m", "label", "context_needed", "sqrt_m_half"], table)
+               ["run", "m", "label", "tau", "context_needed", "sqrt_m_half"], table)
     fit_path = os.path.join(args.out, "scaling_fit.csv")
-    save_table([{**fit, "tau": args.tau}], list(fit) + ["tau"], fit_path)
+    save_table([{**fit, "tau": taus[0] if taus else args.tau}], list(fit) + ["tau"], fit_path)
     plot = os.path.join(args.out, "scaling.png")
     scaling.plot(plot, reached, fit)
     print(f"context needed ~ {fit['prefactor']:.3g} * m^{fit['exponent']:.3f} (stderr {fit['exponent_stderr']:.3f}, "

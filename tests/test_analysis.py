@@ -322,6 +322,10 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
     assert analyze_cli.main(["scaling", *map(str, runs), "--source", "baseline_lcg", "--out", str(tmp_path / "b")]) == 0
     assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9
     assert_bad_input(bad_input(capsys, "scaling", runs[0], "--out", tmp_path / "x"), "two or more")
+    other_tau = pd.read_csv(runs[1]).assign(tau=0.8)
+    other_tau.to_csv(tmp_path / "tau08.csv", index=False)
+    assert_bad_input(bad_input(capsys, "scaling", runs[0], tmp_path / "tau08.csv", runs[2], "--out", tmp_path / "x"),
+                     "different tau")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def points_from(path: str, tau: float, source: str = "model") -> list[dict]:
         if missing:
             raise ValueError(f"{path} lacks the columns {sorted(missing)} of analyze.py eval's context_needed.csv")
         df = df[df.source == source]
-        return [{"run": path, "m": int(r.m), "label": str(r.label),
+        return [{"run": path, "m": int(r.m), "label": str(r.label), "tau": float(r.tau) if "tau" in df.columns else tau,
                  "context_needed": None if pd.isna(r.context_needed) else int(r.context_needed)}
                 for r in df.itertuples()]
     if path.endswith(".npz"):
@@ -45,7 +45,8 @@ def points_from(path: str, tau: float, source: str = "model") -> list[dict]:
             match = re.fullmatch(r"test_m(\d+)", key)
             if match:
                 acc = values[-1] if values.ndim == 2 else values
-                out.append({"run": path, "m": int(match.group(1)), "label": key, "context_needed": context_needed(acc, tau)})
+                out.append({"run": path, "m": int(match.group(1)), "label": key, "tau": tau,
+                            "context_needed": context_needed(acc, tau)})
         if not out:
             raise ValueError(f"{path} has no test_m<m> arrays (single-modulus files do not name m: use analyze.py "
                              f"eval's context_needed.csv)")
