@@ -396,3 +396,16 @@ def test_model_shape_comes_from_the_weights(digits, positions_kind):
     rebuilt = loading.build(shape, settings, loading.strip_compile_prefix(state), torch.device("cpu"))
     x = torch.randint(0, 24, (2, 17 * digits - 1))
     torch.testing.assert_close(rebuilt(x)[0], model(x)[0])
+
+
+def test_eval_of_a_two_digit_abacus_model_matches_the_training_positions_file(tmp_path):
+    d = tmp_path / "abacus"
+    run("prng_train_lowmem.py", "--type", "LCG", "--m", 256, "--digits", 2, "--base", 16, "--no_rope", *TINY,
+        "--save_params", "--results_dir", d)
+    # A params file: n_head and the data settings as flags; the context comes from the learned positions.
+    analyze("eval", one(d, "params_*.pth"), "--n_head", 2, "--m", 256, "--base", 16, "--n_a", 4, "--n_c", 4,
+            "--n_test_a", 2, "--n_test_c", 2, "--rollout_from", 3, "--out", tmp_path / "a")
+    model = curves(tmp_path / "a").query("source == 'model'").sort_values("position")
+    with np.load(one(d, "positions_*.npz")) as saved:
+        np.testing.assert_allclose(model.accuracy.to_numpy(), saved["test"][-1], atol=1e-12)
+    assert pd.read_csv(tmp_path / "a" / "rollout.csv").generated.tolist() == [6]
