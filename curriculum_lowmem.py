@@ -124,7 +124,7 @@ def setup_config(cfg, world_size: int, log=print):
 
 
 def base_name(cfg) -> str:
-    """Spec 9.2 curriculum base name."""
+    """The original's curriculum base name (README, "Curriculum: output files")."""
     first = cfg.phases[0].get("transition") if cfg.phases else None
     weights = lambda ws: ",".join(str(float(w)) for w in ws)
     tokens = [f"p{i}s{ph.phase_steps}u{ph.warmup_steps}t{ph.transition_steps}"

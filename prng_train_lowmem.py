@@ -84,7 +84,7 @@ def setup_config(cfg, world_size: int, log=print):
 
 
 def base_name(cfg) -> str:
-    """Spec 9.1 result base name."""
+    """The original's result base name (README, "Output files")."""
     cb = "" if cfg.type in ("LCG", "TLCG") else "_cb" + cfg.control_bits.replace(" ", "").replace(",", "_")
     suffix = "_rope" if not cfg.no_rope else ("_abacus" if cfg.digits > 1 else "")
     return (f"{cfg.type}_m{cfg.m}{cb}_kp{cfg.bits_to_keep}_vs{cfg.vocab_size}_sl{cfg.seq_len}_b{cfg.base}"

@@ -1,4 +1,4 @@
-"""A plain-Python reference for the generators and tokens, written from the spec formulas (section 1, 3).
+"""A plain-Python reference for the generators and tokens, written from the generators' formulas (utils/prng.py's docstrings, README) and the tokens' rule.
 
 Python ints only and one sequence at a time: slow, but obviously the formulas. The tests compare the
 vectorized code against it, and bench/bench_data.py uses it as the "per-sequence loop" baseline.

@@ -133,7 +133,7 @@ def test_shorter_input_matches_prefix(cls):
 
 
 def complex_rotary_reference(x, theta=10000.0):
-    """The spec's formulation: pairs (2j, 2j+1) as complex numbers times e^{i t f_j}."""
+    """The original's formulation: pairs (2j, 2j+1) as complex numbers times e^{i t f_j}."""
     head_dim, T = x.shape[-1], x.shape[-2]
     j = torch.arange(head_dim // 2, dtype=torch.float64)
     freqs = theta ** (-2 * j / head_dim)

@@ -192,7 +192,7 @@ class GPT_oth_abacus(GPTBase):
 
 
 def build_model(config: GPTConfig, no_rope: bool) -> GPTBase:
-    """Spec 4.3: RoPE unless --no_rope; then abacus when digits > 1, else learned positions."""
+    """As the original chose: RoPE unless --no_rope; then abacus when digits > 1, else learned positions."""
     if not no_rope:
         return GPT_RoPE(config)
     return GPT_oth_abacus(config) if config.digits > 1 else GPT(config)
