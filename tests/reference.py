@@ -1,4 +1,5 @@
-"""A plain-Python reference for the generators and tokens, written from the generators' formulas (utils/prng.py's docstrings, README) and the tokens' rule.
+"""A plain-Python reference for the generators and tokens, written from the formulas (the generators'
+docstrings in utils/prng.py; tokens: base-b digits, least significant first).
 
 Python ints only and one sequence at a time: slow, but obviously the formulas. The tests compare the
 vectorized code against it, and bench/bench_data.py uses it as the "per-sequence loop" baseline.
