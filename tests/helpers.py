@@ -1,6 +1,10 @@
 """Helpers shared by the tests that launch training processes."""
 import os
 
+import pandas as pd
+
+import prng_train_lowmem
+
 
 def clean_env(**extra) -> dict:
     """This environment without launcher variables, one thread per rank, unbuffered output."""
@@ -8,3 +12,14 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in launch and not k.startswith("SLURM_")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     return env
+
+
+def single_base(args) -> str:
+    """The result base name prng_train_lowmem.py gives these flags (one process)."""
+    cfg = prng_train_lowmem.build_parser().parse_args(list(map(str, args)))
+    return prng_train_lowmem.base_name(prng_train_lowmem.setup_config(cfg, 1, log=lambda *a: None))
+
+
+def read_eval(path):
+    """A single-modulus eval table (tab-separated, index column first)."""
+    return pd.read_csv(path, sep="\t", index_col=0)

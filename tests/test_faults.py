@@ -24,7 +24,7 @@ import prng_train_lowmem
 from utils import checkpoint, trainer
 from utils.checkpoint import FileKind, RunFiles, estimate_checkpoint_bytes, load_checkpoint, newest_checkpoint, save_checkpoint
 from utils.results import save_torch
-from tests.helpers import clean_env
+from tests.helpers import clean_env, read_eval, single_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -32,16 +32,7 @@ TINY = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--se
         "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
 
 
-
-
-
-def base_name(args):
-    cfg = prng_train_lowmem.build_parser().parse_args(list(map(str, args)))
-    return prng_train_lowmem.base_name(prng_train_lowmem.setup_config(cfg, 1, log=lambda *a: None))
-
-
-def read_eval(path):
-    return pd.read_csv(path, sep="\t", index_col=0)
+base_name = single_base
 
 
 def load(path):

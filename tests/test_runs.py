@@ -20,7 +20,7 @@ import torch
 
 import curriculum_lowmem
 import prng_train_lowmem
-from tests.helpers import clean_env
+from tests.helpers import clean_env, read_eval, single_base
 from utils import checkpoint, trainer
 from utils.checkpoint import NAME_MAX, load_checkpoint, run_identity, save_checkpoint
 
@@ -30,15 +30,6 @@ TINY = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--se
         "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32"]
 RUN = [*TINY, "--num_steps", "8", "--eval_interval", "2", "--warm_steps", "2", "--save_checkpoints",
        "--checkpoint_interval", "2", "--save_params"]
-
-
-def base_of(args):
-    cfg = prng_train_lowmem.build_parser().parse_args(list(map(str, args)))
-    return prng_train_lowmem.base_name(prng_train_lowmem.setup_config(cfg, 1, log=lambda *a: None))
-
-
-def read_eval(path):
-    return pd.read_csv(path, sep="\t", index_col=0)
 
 
 def listing(folder):
@@ -104,7 +95,7 @@ def test_identity_ignores_only_what_may_change_on_resume():
 
 
 def test_two_runs_differing_only_in_lr_min_never_touch_each_others_files(tmp_path, reference, capsys):
-    base = base_of(RUN)
+    base = single_base(RUN)
     with stopped_after(prng_train_lowmem, 3):  # the first run stops after update 3 (checkpoint at 3)
         assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path)]) == 75
     first = {n: os.path.getmtime(tmp_path / n) for n in os.listdir(tmp_path)}
@@ -134,8 +125,8 @@ def test_a_finished_run_started_again_says_so_and_writes_nothing(reference, caps
         assert prng_train_lowmem.main([*RUN, *extra, "--results_dir", str(reference)]) == 0
         assert "this run finished already" in capsys.readouterr().out
     assert {n: os.path.getmtime(reference / n) for n in os.listdir(reference)} == before
-    manifest = json.loads((reference / f"run_{base_of(RUN)}.json").read_text())
-    assert manifest["finished"] and f"params_{base_of(RUN)}.pth" in manifest["finished"]["files"]
+    manifest = json.loads((reference / f"run_{single_base(RUN)}.json").read_text())
+    assert manifest["finished"] and f"params_{single_base(RUN)}.pth" in manifest["finished"]["files"]
     assert manifest["identity"] == run_identity(manifest["config"])
 
 
@@ -252,21 +243,21 @@ def unmount_read_only(tmp_path):
 
 
 def test_results_dir_spelled_otherwise_on_resume_is_the_same_run(tmp_path, reference, monkeypatch, capsys):
-    base = base_of(RUN)
-    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
-    work.mkdir()
+    base = single_base(RUN)
+    job, elsewhere = tmp_path / "job", tmp_path / "elsewhere"
+    job.mkdir()
     elsewhere.mkdir()
-    monkeypatch.chdir(work)
+    monkeypatch.chdir(job)
     with stopped_after(prng_train_lowmem, 3):
         assert prng_train_lowmem.main([*RUN, "--results_dir", "out"]) == 75
     with stopped_after(prng_train_lowmem, 2):  # resumed as out/, stopped again two updates later
         assert prng_train_lowmem.main([*RUN, "--results_dir", "out/", "--resume", "auto"]) == 75
     monkeypatch.chdir(elsewhere)  # a requeue from another working directory
-    assert prng_train_lowmem.main([*RUN, "--results_dir", "../work/out", "--resume", "auto"]) == 0
+    assert prng_train_lowmem.main([*RUN, "--results_dir", "../job/out", "--resume", "auto"]) == 0
     out = capsys.readouterr().out
-    assert "resume: from out/" in out.replace("out//", "out/") and "resume: from ../work/out/" in out
-    assert not [n for n in os.listdir(work / "out") if f"{base}_2" in n]
-    pd.testing.assert_frame_equal(read_eval(work / "out" / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
+    assert "resume: from out/" in out.replace("out//", "out/") and "resume: from ../job/out/" in out
+    assert not [n for n in os.listdir(job / "out") if f"{base}_2" in n]
+    pd.testing.assert_frame_equal(read_eval(job / "out" / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
                                   check_exact=True)
 
 
@@ -276,7 +267,7 @@ def test_results_dir_spelled_otherwise_on_resume_is_the_same_run(tmp_path, refer
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(small_disk, tmp_path, capsys,
                                                                            monkeypatch):
     args = [*RUN, "--n_embd", "64", "--ignore_disk_check"]  # ~0.4 MB per checkpoint: the 2 MB disk fills up
-    base = base_of(args)
+    base = single_base(args)
     if small_disk is None:  # not root: a writer that fails as a full disk does
         real = checkpoint.save_torch
         monkeypatch.setattr(checkpoint, "save_torch", lambda obj, path: real(obj, path) if "step6" not in path else
@@ -296,7 +287,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_earlier_ones(smal
 
 
 def test_a_full_disk_at_the_final_params_write_is_one_line(tmp_path, capsys, monkeypatch):
-    base = base_of(RUN)
+    base = single_base(RUN)
     real = prng_train_lowmem.save_torch
     monkeypatch.setattr(prng_train_lowmem, "save_torch", lambda obj, path: real(obj, path) if "params_" not in path
                         else real(obj, "/proc/no_such_dir/x.pth"))  # any OSError on the way
@@ -317,7 +308,7 @@ def test_enospc_at_the_final_params_write_on_a_full_disk(small_disk, capsys):
     assert prng_train_lowmem.main([*args, "--results_dir", str(small_disk)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not write" in err[0] and "params_" in err[0] and "No space left" in err[0], err
-    base = base_of(args)
+    base = single_base(args)
     assert read_eval(small_disk / f"eval_{base}.tab")["step"].tolist() == [0, 1, 2]
 
 
@@ -341,7 +332,7 @@ def test_a_plot_that_fails_is_a_warning_and_the_model_is_written(tmp_path, capsy
     assert prng_train_lowmem.main([*RUN, "--save_correctness", "--results_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "warning: could not write the plot" in out and "no usable matplotlib" in out
-    base = base_of([*RUN, "--save_correctness"])
+    base = single_base([*RUN, "--save_correctness"])
     assert {f"params_{base}.pth", f"correctness_{base}.npz"} <= set(os.listdir(tmp_path))
     assert f"correctness_{base}.png" not in os.listdir(tmp_path)
 
@@ -365,7 +356,7 @@ def test_a_signal_during_training_checkpoints_and_exits_75(tmp_path, reference, 
     assert proc.returncode == 75, out
     assert "Traceback" not in out and "stopped by signal" in out
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
-    base = base_of(args)
+    base = single_base(args)
     pd.testing.assert_frame_equal(read_eval(tmp_path / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
                                   check_exact=True)
 
@@ -382,7 +373,7 @@ def test_a_signal_during_the_final_writes_finishes_them_and_exits_0(tmp_path, re
     monkeypatch.setattr(prng_train_lowmem, "save_final_outputs", signalled)
     assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path)]) == 0
     assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(reference))
-    base = base_of(RUN)
+    base = single_base(RUN)
     assert json.loads((tmp_path / f"run_{base}.json").read_text())["finished"]
     params = torch.load(tmp_path / f"params_{base}.pth", weights_only=True)
     for name, tensor in torch.load(reference / f"params_{base}.pth", weights_only=True).items():
@@ -393,7 +384,7 @@ def test_a_signal_during_the_final_writes_finishes_them_and_exits_0(tmp_path, re
 # 6. Resume trusts nothing it can re-derive.
 
 def tampered(reference, tmp_path, change):
-    base = base_of(RUN)
+    base = single_base(RUN)
     ckpt = load_checkpoint(str(reference / f"checkpoint_{base}_step4.pt"))
     change(ckpt)
     path = tmp_path / "tampered.pt"
@@ -426,7 +417,7 @@ def test_stored_paths_in_a_checkpoint_are_never_used(tmp_path, reference):
     out = tmp_path / "out"
     assert prng_train_lowmem.main([*RUN, "--results_dir", str(out), "--resume", str(path)]) == 0
     assert not outside.exists()
-    base = base_of(RUN)
+    base = single_base(RUN)
     pd.testing.assert_frame_equal(read_eval(out / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
                                   check_exact=True)
 
