@@ -29,7 +29,7 @@ import shutil
 import socket
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -312,7 +312,6 @@ class Claim:
     manifest: dict  # what run_<stem>.json holds (written when the run starts)
     new: bool  # the stem was free: nothing of this run exists yet
     fd: int | None = None  # the manifest's open descriptor, flock'ed for the whole run
-    notes: list[str] = field(default_factory=list)
 
 
 def _flock(fd: int, how: int) -> bool:
@@ -337,8 +336,7 @@ def _read_manifest(path: str) -> dict | None:
         return None
 
 
-def claim_stem(results_dir: str, base: str, identity: str, kinds: dict[str, FileKind], num_steps: int,
-               log=print) -> Claim:
+def claim_stem(results_dir: str, base: str, identity: str, kinds: dict[str, FileKind], num_steps: int) -> Claim:
     """Find the stem this run owns in results_dir: base, base_2, ... (the first whose manifest has this
     identity, or the first that nothing occupies), and lock it. ValueError if the same run is running.
 
@@ -425,7 +423,7 @@ def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes:
         raise ValueError(f"--resume: no such file {cfg.resume}")
     check_writable(cfg.results_dir)
     with DirLock(cfg.results_dir):
-        claim = claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps, log)
+        claim = claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps)
         try:
             files, path, ckpt = claim.files, None, None
             if cfg.resume not in (None, "auto"):  # a named checkpoint is checked even if the run is done

@@ -72,17 +72,6 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def unique_path(path: str) -> str:
-    """`path`, or `stem_2.ext`, `stem_3.ext`, ... if it exists (as the original named repeated files)."""
-    if not os.path.exists(path):
-        return path
-    stem, ext = os.path.splitext(path)
-    i = 2
-    while os.path.exists(f"{stem}_{i}{ext}"):
-        i += 1
-    return f"{stem}_{i}{ext}"
-
-
 def save_torch(obj, path: str) -> None:
     with atomic_write(path) as tmp:
         with open(tmp, "wb") as fh:  # a file object keeps the archive's inner name fixed: same run, same bytes
