@@ -200,7 +200,8 @@ def validate_checkpoint(ckpt: dict, path: str, identity: str, num_steps: int, sh
         ours = identity_config(config) if config else {}
         diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)][:4]
         shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in diff)
-        raise ValueError(f"--resume {path} belongs to a different run ({shown or 'identity ' + str(ckpt.get('identity'))})")
+        shown = shown or f"identity {ckpt.get('identity')}"
+        raise ValueError(f"--resume {path} belongs to a different run ({shown})")
     missing = sorted(REQUIRED_KEYS - set(ckpt))
     if missing:
         raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
