@@ -71,6 +71,15 @@ def test_readme_quickstart_paragraph_names_the_same_flags():
     steps = flag(argv, "--num_steps")
     if steps is not None:
         assert f"{int(steps):,}".replace(",", "") in section.replace(",", "")
+    # the description's optimiser settings are the command's (as phrases, not bare numbers, which
+    # would match anywhere in the tables)
+    described = " ".join(section.split())
+    for name, phrase in (("--weight_decay", "weight decay {}"), ("--beta2", "beta2 = {}"),
+                         ("--warm_steps", "warmed up over {} updates"), ("--lr_trgt", "updates to {}"),
+                         ("--lr_min", "cosine-decayed to {}")):
+        value = flag(argv, name)
+        if value is not None:
+            assert phrase.format(value) in described, f"the quickstart description does not say {phrase.format(value)!r}"
 
 
 def test_readme_command_one_runs_its_first_updates(tmp_path, monkeypatch):
