@@ -79,7 +79,8 @@ def test_readme_quickstart_paragraph_names_the_same_flags():
                          ("--lr_min", "cosine-decayed to {}")):
         value = flag(argv, name)
         if value is not None:
-            assert phrase.format(value) in described, f"the quickstart description does not say {phrase.format(value)!r}"
+            expected = phrase.format(value)
+            assert expected in described, f"the quickstart description does not say {expected!r}"
 
 
 def test_readme_command_one_runs_its_first_updates(tmp_path, monkeypatch):
