@@ -32,9 +32,6 @@ TINY = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--se
         "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
 
 
-base_name = single_base
-
-
 def load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -65,7 +62,7 @@ PREEMPT = [*TINY, "--num_steps", "300", "--eval_interval", "10", "--warm_steps",
 
 def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, capsys):
     # Periodic checkpoints are off: the signal's checkpoint is written anyway.
-    base = base_name(PREEMPT)
+    base = single_base(PREEMPT)
     stopped, reference = tmp_path / "stopped", tmp_path / "reference"
     proc = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *PREEMPT, "--results_dir", str(stopped)],
                             cwd=REPO, env=clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -159,7 +156,7 @@ RESUME = [*TINY, "--num_steps", "8", "--eval_interval", "2", "--warm_steps", "2"
 
 
 def test_resume_auto_skips_a_damaged_newest_checkpoint_and_continues_exactly(tmp_path, capsys, monkeypatch):
-    base = base_name(RESUME)
+    base = single_base(RESUME)
     ckpt = lambda step: tmp_path / f"checkpoint_{base}_step{step}.pt"
     reference = tmp_path / "reference"
     assert prng_train_lowmem.main([*RESUME, "--results_dir", str(reference)]) == 0
@@ -210,7 +207,7 @@ def poison_loss_after(monkeypatch, good_updates):
 def test_nan_loss_stops_naming_the_update_and_keeps_the_checkpoints(tmp_path, capsys, monkeypatch):
     args = [*TINY, "--num_steps", "10", "--eval_interval", "2", "--save_checkpoints", "--checkpoint_interval", "2",
             "--save_params"]
-    base = base_name(args)
+    base = single_base(args)
     poison_loss_after(monkeypatch, 4)
     capsys.readouterr()
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 1
@@ -232,7 +229,7 @@ def test_diverging_lr_stops_with_exit_1(tmp_path, capsys):
 
 def test_a_failed_checkpoint_write_stops_with_exit_1_and_keeps_the_earlier_ones(tmp_path, capsys, monkeypatch):
     args = [*TINY, "--num_steps", "6", "--eval_interval", "2", "--save_checkpoints", "--checkpoint_interval", "2"]
-    base = base_name(args)
+    base = single_base(args)
     real, calls = checkpoint.save_torch, []
 
     def disk_full_on_third(obj, path):
@@ -296,7 +293,7 @@ def test_disk_check_refuses_a_run_that_does_not_fit(tmp_path, capsys, free_bytes
 def test_keep_checkpoints_keeps_the_newest_and_fits(tmp_path, capsys, free_bytes):
     each = checkpoint_size(DISK)
     free_bytes[0] = 5 * each  # 3 at once fit: the 2 kept and the one being written
-    base = base_name(DISK)
+    base = single_base(DISK)
     assert prng_train_lowmem.main([*DISK, "--results_dir", str(tmp_path), "--keep_checkpoints", "2"]) == 0
     assert "(--keep_checkpoints 2)" in capsys.readouterr().out
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint_")) == \
@@ -321,7 +318,7 @@ def bad_inputs(tmp_path_factory):
         assert prng_train_lowmem.main([*GOOD, "--results_dir", str(results)]) == 0
     finally:
         torch.set_num_threads(threads)
-    base = base_name(GOOD)
+    base = single_base(GOOD)
     ckpt, params = results / f"checkpoint_{base}_step2.pt", results / f"params_{base}.pth"
     with open(ckpt, "rb") as fh:
         (inputs / "truncated.pt").write_bytes(fh.read()[:1000])

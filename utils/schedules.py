@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .config import check_int
+
 SINGLE_WARMUP_START = 1e-8  # the original's LinearLR(start_factor=1e-8)
 PHASE_WARMUP_START = 1e-4  # the original's per-phase LinearLR(start_factor=1e-4)
 LR_DECAYS = ('constant', 'cosine')
@@ -123,9 +125,8 @@ def _parse_phase(raw, i, n_moduli, log=print):
 
     steps = {key: _as_int(raw.get(key, 0), f"{where}: {key}")
              for key in ('phase_steps', 'transition_steps', 'warmup_steps')}
-    for key, value in steps.items():
-        if value > 2**63 - 1:
-            raise ValueError(f"{where}: {key} must be below 2^63 (it must fit int64), got {value}")
+    for key, value in steps.items():  # negative values are judged below (phase_steps may be -1)
+        check_int(f"{where}: {key}", value, lo=-math.inf)  # only the int64 bound here
     phase_steps = steps['phase_steps']
     if phase_steps < 0 and phase_steps != REST_OF_TRAINING:
         raise ValueError(f"{where}: phase_steps must be >= 0 or -1 (rest of training), "
