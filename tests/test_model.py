@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.gpt2 import (
@@ -93,6 +94,64 @@ def test_init_statistics():
             assert torch.all(p == 1), name
         else:  # Linear and LayerNorm biases
             assert torch.all(p == 0), name
+
+
+def original_init(cls, config: GPTConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The original's init rule, written out: torch seeded, its modules built (torch's default init),
+    then one normal draw per weight in
+    nn.Module.apply order (wte, wpe, abacus, then per block c_attn, attn.c_proj, c_fc, mlp.c_proj,
+    then lm_head, which overwrites the tied wte); Linear std 0.02, times (2 n_layer)^-0.5 for the two
+    output projections; biases 0, LayerNorm weight 1 and bias 0."""
+    torch.manual_seed(seed)
+    d, L = config.n_embd, config.n_layer
+    # Building the modules runs torch's own default init first, which advances the random stream.
+    modules = [nn.Embedding(config.vocab_size, d)]
+    if cls is GPT:
+        modules.append(nn.Embedding(config.block_size, d))
+    if cls is GPT_oth_abacus:
+        modules += [nn.Embedding(math.ceil(config.block_size / config.digits), d), nn.Embedding(config.digits, d)]
+    for _ in range(L):
+        modules += [nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d), nn.LayerNorm(d), nn.Linear(d, 4 * d),
+                    nn.Linear(4 * d, d)]
+    modules += [nn.LayerNorm(d), nn.Linear(d, config.vocab_size, bias=False)]
+    draw = lambda *shape, std=0.02: torch.empty(*shape).normal_(mean=0.0, std=std)
+    small = 0.02
+    small *= (2 * L) ** -0.5
+    out = {"transformer.wte.weight": draw(config.vocab_size, d)}
+    if cls is GPT:
+        out["transformer.wpe.weight"] = draw(config.block_size, d)
+    if cls is GPT_oth_abacus:
+        out["transformer.wpe.weight"] = draw(math.ceil(config.block_size / config.digits), d)
+        out["transformer.abacus.weight"] = draw(config.digits, d)
+    for i in range(L):
+        h = f"transformer.h.{i}."
+        out[h + "ln_1.weight"], out[h + "ln_1.bias"] = torch.ones(d), torch.zeros(d)
+        out[h + "attn.c_attn.weight"], out[h + "attn.c_attn.bias"] = draw(3 * d, d), torch.zeros(3 * d)
+        out[h + "attn.c_proj.weight"], out[h + "attn.c_proj.bias"] = draw(d, d, std=small), torch.zeros(d)
+        out[h + "ln_2.weight"], out[h + "ln_2.bias"] = torch.ones(d), torch.zeros(d)
+        out[h + "mlp.c_fc.weight"], out[h + "mlp.c_fc.bias"] = draw(4 * d, d), torch.zeros(4 * d)
+        out[h + "mlp.c_proj.weight"], out[h + "mlp.c_proj.bias"] = draw(d, 4 * d, std=small), torch.zeros(d)
+    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = torch.ones(d), torch.zeros(d)
+    out["lm_head.weight"] = draw(config.vocab_size, d)
+    out["transformer.wte.weight"] = out["lm_head.weight"]  # tied: the last draw wins
+    out["_next"] = torch.rand(5)  # the random stream after the model is built
+    return out
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("n_layer", [1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_initial_weights_equal_the_originals_for_the_same_seed(cls, n_layer, seed):
+    config = tiny_config(n_layer=n_layer, n_embd=24, n_head=2, vocab_size=19, block_size=14, digits=3)
+    expected = original_init(cls, config, seed)
+    torch.manual_seed(seed)
+    model = cls(config)
+    after = torch.rand(5)
+    state = model.state_dict()
+    assert set(state) == set(expected) - {"_next"}
+    for key, tensor in state.items():
+        assert torch.equal(tensor, expected[key]), key
+    assert torch.equal(after, expected["_next"])
 
 
 @pytest.mark.parametrize("cls", CLASSES)

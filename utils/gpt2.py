@@ -57,6 +57,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.c_proj.residual_projection = True  # smaller init std (GPTBase._init_weights)
 
     def forward(self, x, rope=None):
         B, T, C = x.shape
@@ -74,6 +75,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.gelu = nn.GELU()  # exact erf form, not the tanh approximation
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_proj.residual_projection = True
 
     def forward(self, x):
         return self.c_proj(self.gelu(self.c_fc(x)))
@@ -109,17 +111,24 @@ class GPTBase(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
+        """The original's init, drawn once per weight in nn.Module.apply order (wte, positions, blocks,
+        lm_head), so the same seed gives the same initial tensors and the same random stream after."""
+        # Residual output projections get a smaller std, in their one draw, so the residual stream's
+        # variance does not grow with depth (GPT-2 paper).
+        resid_scale = (2 * self.config.n_layer) ** -0.5
+
+        def init(module):
+            if isinstance(module, nn.Linear):
+                std = 0.02
+                if getattr(module, "residual_projection", False):
+                    std *= resid_scale
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        # Residual output projections are scaled down so the residual stream's variance does
-        # not grow with depth (GPT-2 paper).
-        resid_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for block in self.transformer.h:
-            nn.init.normal_(block.attn.c_proj.weight, mean=0.0, std=resid_std)
-            nn.init.normal_(block.mlp.c_proj.weight, mean=0.0, std=resid_std)
+
+        self.apply(init)  # the tied wte/lm_head matrix ends with lm_head's draw, as in the original
 
     def _embed(self, idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
