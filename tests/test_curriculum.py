@@ -608,11 +608,13 @@ def test_csv_columns_rows_alpha_and_lr(files_run):
         got = [row["alpha_m256"], row["alpha_m1024"]]
         np.testing.assert_allclose(got, hand[step], rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(got, reference_alpha(step, MOVE_PHASES), rtol=1e-12, atol=1e-15)
-    # The lr column is the LR of the next update (the last one at the end).
+    # The lr column is the LR of the next update; after the final one, what the original's scheduler holds
+    # then: lr_min, where phase 2's cosine ends.
     phases = parse_phases(MOVE_PHASES, 2)
     for _, row in table.iterrows():
-        u = min(int(row["step"]), 9)
+        u = int(row["step"])
         assert row["lr"] == pytest.approx(phase_lr(u, phases, lr_trgt=1e-3, lr_min=1e-5, num_steps=10), rel=1e-12)
+    assert table["lr"].iloc[-1] == 1e-5
 
 
 def test_per_modulus_test_metrics_are_exact(files_run):
