@@ -151,7 +151,7 @@ def test_readme_yaml_reads_as_the_spec_describes():
     # save_checkpoints / checkpoint_interval sit under output: in the README; they are honoured.
     assert cfg.save_checkpoints is True and cfg.checkpoint_interval == 1000
     assert cfg.save_params is True and cfg.save_correctness is True
-    assert (cfg.results_dir, cfg.main_seed, cfg.data_seed) == ("results/multi_curriculum", 1, 2)
+    assert (cfg.results_dir, cfg.main_seed, cfg.data_seed) == ("results/FT", 1, 2)  # where the original README wrote
     assert cfg.pretrained_path is None and cfg.pretrain_m is None
     assert cfg.use_wandb is False and cfg.wandb_project == "prng_curriculum"
     # The original names the README YAML's run on one GPU exactly so.

@@ -9,6 +9,7 @@ Only configurations whose name the original and this project agree on are here (
 list the others, e.g. the curriculum's default base for PCG types).
 """
 import os
+import shlex
 
 import pytest
 import yaml
@@ -54,6 +55,20 @@ SINGLE_CASES = {
         "LCG+XSLRR_m1024_cb1_2_kp10_vs1024_sl9_b1024_nd1_na32_nc32_ne1_n64_h1_d1_dI1_I1_lr0.001000_Twarm10_T100_B32"
         "_wd0.5"),
 }
+
+
+def readme_single_modulus_command() -> list[str]:
+    """The flags of the first command in the README's "Single modulus" section."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
+        section = fh.read().split("## Single modulus", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:2] == ["python", "prng_train_lowmem.py"]
+    return words[2:]
+
+
+def test_the_readme_gives_the_original_readme_command():
+    assert readme_single_modulus_command() == README_COMMAND
 
 
 @pytest.mark.parametrize("case", list(SINGLE_CASES))
