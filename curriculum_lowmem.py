@@ -132,13 +132,25 @@ def base_name(cfg) -> str:
               for i, (raw, ph) in enumerate(zip(cfg.phases, cfg.phase_list), 1)
               if "start_weights" in raw and "end_weights" in raw]
     phases = "_c" + "_".join(tokens) if tokens else ""
-    cb = f"_cb{cfg.control_bits}" if cfg.type.upper() not in ("LCG", "TLCG") and str(cfg.control_bits) else ""
+    # As the original's checks: case-sensitive (`lcg` gets _cb0), the control_bits string as written.
+    cb = f"_cb{cfg.control_bits}" if cfg.type not in ("LCG", "TLCG") and str(cfg.control_bits) else ""
     # The original's YAML mode always writes prem<m>_ (premNone_ without one); its flag mode has no pretrain_m.
     prem = f"prem{cfg.pretrain_m}_" if cfg.config or cfg.pretrain_m is not None else ""
+    total = sum(ph.phase_steps for ph in cfg.phase_list)  # the original's sum: a -1 phase counts as -1
     return (f"{cfg.type}_{prem}moduli{'_'.join(map(str, cfg.moduli))}_trans{first or cfg.transition_type}"
             f"{phases}_n{cfg.n_embd}_h{cfg.n_head}_d{cfg.n_layer}_na{cfg.n_a}_nc{cfg.n_c}_ne{cfg.n_example}"
-            f"_vs{cfg.vocab_size}_sl{cfg.seq_len}{cb}_T{cfg.num_steps}_B{cfg.effective_batch}_lr{cfg.lr_trgt}"
-            f"_wd{cfg.weight_decay}_dI{cfg.data_seed}_I{cfg.main_seed}")
+            f"_vs{cfg.vocab_size}_sl{cfg.seq_len}{cb}_T{total}_B{cfg.effective_batch}_lr{cfg.lr_trgt}"
+            f"_wd{weight_decay_as_written(cfg)}_dI{cfg.data_seed}_I{cfg.main_seed}")
+
+
+def weight_decay_as_written(cfg):
+    """weight_decay as the original's name wrote it: it took the YAML value uncast, so an integer stays one
+    (`weight_decay: 0` gives `_wd0`, where the flag and `0.0` give `_wd0.0`)."""
+    if cfg.config and "weight_decay" in getattr(cfg, "_names", {}):  # from the YAML, not from a flag
+        written = (cfg._yaml_config.get("training") or {}).get("weight_decay")
+        if isinstance(written, int) and not isinstance(written, bool):
+            return written
+    return cfg.weight_decay
 
 
 FILES = {"csv": FileKind("", ".csv"), "checkpoint": FileKind("multi_curriculum_checkpoint_", "_step{step}.pt"),

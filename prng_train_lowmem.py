@@ -44,7 +44,7 @@ def setup_config(cfg, world_size: int, log=print):
         log(f"warning: warm_steps={cfg.warm_steps} >= num_steps={cfg.num_steps}: the whole run is LR warmup")
     cfg.type_list = [t.strip() for t in cfg.type.split("+")]
     n = prng.bit_length(cfg.m)
-    has_lcg = any(t.upper() == "LCG" for t in cfg.type_list)
+    has_lcg = "LCG" in cfg.type_list  # case-sensitive, as the original's test: `lcg` takes the base 2^k
     only_xslrr = all(t.upper() == "XSLRR" for t in cfg.type_list)
     if cfg.bits_to_keep is None:
         cfg.bits_to_keep = n // 2 if only_xslrr else n  # XSLRR emits n//2 bits whatever k says
@@ -57,6 +57,9 @@ def setup_config(cfg, world_size: int, log=print):
     name = lambda attr: derived.get(attr, f"--{attr}")
     if cfg.base is None:
         cfg.base = cfg.m if has_lcg else 2 ** cfg.bits_to_keep
+        if not has_lcg and any(t.upper() == "LCG" for t in cfg.type_list):
+            log(f"note: --type {cfg.type}: the default base is 2^bits_to_keep = {cfg.base}, not m, as in the original "
+                f"(its test for LCG is case-sensitive); write LCG for the base m")
         derived["base"] = f"--base (default {'--m' if has_lcg else '2^bits_to_keep'})"
         check_common(cfg, config.SINGLE, name, lambda *a, **k: None)  # the derived base obeys the same bounds
     if cfg.vocab_size is None:
@@ -84,8 +87,9 @@ def setup_config(cfg, world_size: int, log=print):
 
 
 def base_name(cfg) -> str:
-    """The original's result base name (README, "Output files")."""
-    cb = "" if cfg.type in ("LCG", "TLCG") else "_cb" + cfg.control_bits.replace(" ", "").replace(",", "_")
+    """The original's result base name (README, "Output files"): `_cb` unless the type is exactly LCG or TLCG
+    (case-sensitive), the control bits as written with commas as `_` (spaces kept: "1, 2" gives `_cb1_ 2`)."""
+    cb = "" if cfg.type in ("LCG", "TLCG") else "_cb" + cfg.control_bits.replace(",", "_")
     suffix = "_rope" if not cfg.no_rope else ("_abacus" if cfg.digits > 1 else "")
     return (f"{cfg.type}_m{cfg.m}{cb}_kp{cfg.bits_to_keep}_vs{cfg.vocab_size}_sl{cfg.seq_len}_b{cfg.base}"
             f"_nd{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}_ne{cfg.n_example}_n{cfg.n_embd}_h{cfg.n_head}_d{cfg.n_layer}"

@@ -151,7 +151,7 @@ def test_readme_yaml_reads_as_the_spec_describes():
     # save_checkpoints / checkpoint_interval sit under output: in the README; they are honoured.
     assert cfg.save_checkpoints is True and cfg.checkpoint_interval == 1000
     assert cfg.save_params is True and cfg.save_correctness is True
-    assert (cfg.results_dir, cfg.main_seed, cfg.data_seed) == ("results/multi_curriculum", 1, 2)
+    assert (cfg.results_dir, cfg.main_seed, cfg.data_seed) == ("results/FT", 1, 2)  # where the original README wrote
     assert cfg.pretrained_path is None and cfg.pretrain_m is None
     assert cfg.use_wandb is False and cfg.wandb_project == "prng_curriculum"
     # The original names the README YAML's run on one GPU exactly so.
@@ -608,11 +608,13 @@ def test_csv_columns_rows_alpha_and_lr(files_run):
         got = [row["alpha_m256"], row["alpha_m1024"]]
         np.testing.assert_allclose(got, hand[step], rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(got, reference_alpha(step, MOVE_PHASES), rtol=1e-12, atol=1e-15)
-    # The lr column is the LR of the next update (the last one at the end).
+    # The lr column is the LR of the next update; after the final one, what the original's scheduler holds
+    # then: lr_min, where phase 2's cosine ends.
     phases = parse_phases(MOVE_PHASES, 2)
     for _, row in table.iterrows():
-        u = min(int(row["step"]), 9)
+        u = int(row["step"])
         assert row["lr"] == pytest.approx(phase_lr(u, phases, lr_trgt=1e-3, lr_min=1e-5, num_steps=10), rel=1e-12)
+    assert table["lr"].iloc[-1] == 1e-5
 
 
 def test_per_modulus_test_metrics_are_exact(files_run):

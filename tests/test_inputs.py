@@ -357,6 +357,17 @@ def test_pcg_types_joined_to_lcg_without_control_bits_take_0(capsys):
     assert prng_train_lowmem.base_name(cfg).startswith("LCG+XSLRR_m1024_cb0_")
 
 
+def test_lower_case_lcg_takes_the_base_2_to_the_k_as_the_original(capsys):
+    # The original's test for LCG is case-sensitive: `lcg` took base and vocabulary 2^k, not m.
+    cfg = single_config("--type", "lcg", "--m", "1000", "--control_bits", "0")
+    assert [c.label for c in cfg.combos] == ["LCG"]  # the same generator
+    assert (cfg.bits_to_keep, cfg.base, cfg.vocab_size) == (10, 1024, 1024)
+    assert "the default base is 2^bits_to_keep = 1024, not m" in capsys.readouterr().out
+    upper = single_config("--type", "LCG", "--m", "1000")
+    assert (upper.base, upper.vocab_size) == (1000, 1000)
+    assert "default base" not in capsys.readouterr().out
+
+
 def test_pretrained_model_of_another_depth_loads_its_matching_tensors(tmp_path, capsys):
     from utils.pretrained import load_pretrained
     shape = dict(block_size=8, vocab_size=256, n_head=2, n_embd=32)

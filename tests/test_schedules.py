@@ -112,18 +112,36 @@ def test_phase_lr_readme_example_at_boundaries():
     assert lrs[4000] == LR  # phase 2 restarts at lr_trgt
     assert lrs[4500] == pytest.approx((LR + LR_MIN) / 2)
     assert lrs[4999] == pytest.approx(LR_MIN + (LR - LR_MIN) * (1 + math.cos(math.pi * 0.999)) / 2)
-    assert lrs[5000:] == [lrs[4999]] * 3  # past num_steps: the LR of the last update
+    assert lrs[5000:] == [LR_MIN] * 3  # after the final update: where phase 2's cosine ends
 
 
 def test_phase_lr_readme_example_matches_torch_sequential_lr():
-    # the original's LinearLR warmup, ConstantLR for the rest of phase 1, CosineAnnealingLR for phase 2
+    # the original's LinearLR warmup, ConstantLR for the rest of phase 1, CosineAnnealingLR for phase 2;
+    # the 5001st value is what the scheduler holds after the final update (the CSV's last row)
     def build(optimizer):
         lr_scheduler = torch.optim.lr_scheduler
         return [lr_scheduler.LinearLR(optimizer, 1e-4, 1.0, 500),
                 lr_scheduler.ConstantLR(optimizer, 1.0, 3500),
                 lr_scheduler.CosineAnnealingLR(optimizer, 1000, LR_MIN)]
-    reference = torch_lrs(build, [500, 4000], 5000)
-    assert_close_all(lrs_for(parse_phases(README_PHASES, n_moduli=2)), reference, rel=1e-12)
+    reference = torch_lrs(build, [500, 4000], 5001)
+    assert_close_all(lrs_for(parse_phases(README_PHASES, n_moduli=2), extra=1), reference, rel=1e-12)
+
+
+@pytest.mark.parametrize('last', ['constant', 'cosine'])
+def test_phase_lr_after_the_final_update_is_what_the_torch_scheduler_holds(last):
+    # cosine over 4 updates, then a phase with 2 warmup updates and 3 constant or cosine ones
+    phases = parse_phases([{'phase_steps': 4, 'lr_decay': 'cosine', 'end_weights': [1]},
+                           {'phase_steps': 5, 'warmup_steps': 2, 'lr_decay': last, 'end_weights': [1]}], 1)
+
+    def build(optimizer):
+        lr_scheduler = torch.optim.lr_scheduler
+        rest = (lr_scheduler.ConstantLR(optimizer, 1.0, 3) if last == 'constant'
+                else lr_scheduler.CosineAnnealingLR(optimizer, 3, LR_MIN))
+        return [lr_scheduler.CosineAnnealingLR(optimizer, 4, LR_MIN), lr_scheduler.LinearLR(optimizer, 1e-4, 1.0, 2),
+                rest]
+    reference = torch_lrs(build, [4, 6], 10)
+    assert_close_all(lrs_for(phases, extra=1), reference, rel=1e-12)
+    assert lrs_for(phases, extra=1)[9] == {'constant': LR, 'cosine': LR_MIN}[last]
 
 
 def test_phase_lr_warmup_free_constant_phases_hold_the_target():
@@ -139,7 +157,7 @@ def test_phase_lr_all_warmup_last_phase_just_warms_up():
     assert all(math.isfinite(lr) for lr in lrs)
     assert lrs[20] == pytest.approx(1e-4 * LR)
     assert lrs[29] == pytest.approx(LR * (1e-4 + (1 - 1e-4) * 0.9))
-    assert lrs[30:] == [lrs[29]] * 2
+    assert lrs[30:] == [LR] * 2  # after the final update: the warmup is complete
 
 
 def test_phase_lr_rest_phase_after_warmup_phase():

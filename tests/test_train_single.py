@@ -26,6 +26,7 @@ from utils.evaluation import evaluate
 from utils.gpt2 import GPTConfig, build_model
 from utils.params import split_ac
 from utils.schedules import single_lr
+from tests.test_names import README_COMMAND
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
@@ -60,13 +61,9 @@ def assert_ok(result):
 # --------------------------------------------------------------------------------------------------
 # 1. The README example, shrunk only by the sizes appended after it.
 
-README_COMMAND = (
-    "--type XSLRR --m 262144 --control_bits 3 --bits_to_keep 9 --vocab_size 512 --seq_len 513 --base 512 "
-    "--digits 1 --n_a 1024 --n_c 1024 --n_test_a 128 --n_test_c 64 --n_example 1 --n_layer 4 --n_head 8 "
-    "--n_embd 1024 --num_steps 400000 --warm_steps 5000 --lr_trgt 5e-4 --lr_min 1e-7 --batch_size 512 "
-    "--weight_decay 0.1 --eval_interval 2000 --save_params --save_checkpoints --num_workers 8").split()
-README_SMALLER = "--num_steps 2 --batch_size 2 --n_a 8 --n_c 8 --n_test_a 2 --n_test_c 2 --eval_interval 1".split()
-README_BASE = ("XSLRR_m262144_cb3_kp9_vs512_sl513_b512_nd1_na8_nc8_ne1_n1024_h8_d4_rope_dI1_I1_lr0.000500"
+# README_COMMAND: the original README's command, as the README gives it (tests/test_names.py checks both).
+README_SMALLER = "--num_steps 2 --batch_size 2 --n_a 2 --n_c 2 --n_test_a 2 --n_test_c 2 --eval_interval 1".split()
+README_BASE = ("XSLRR_m262144_cb3_kp9_vs512_sl513_b512_nd1_na2_nc2_ne1_n1024_h8_d4_rope_dI1_I1_lr0.000500"
                "_Twarm5000_T2_B2_wd0.1")
 
 
@@ -80,8 +77,9 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
         assert "warning" in result.stdout.lower() and "warm_steps" in result.stdout
         expected = {f"eval_{README_BASE}.tab", f"params_{README_BASE}.pth",
                     f"checkpoint_{README_BASE}_step0.pt", f"checkpoint_{README_BASE}_step2.pt",
-                    "trainac_XSLRR_m262144_b512_d1_na8_nc8_ne1_dI1.npz",
-                    "training_ac_values_m262144_na8_nc8_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
+                    "trainac_XSLRR_m262144_b512_d1_na2_nc2_ne1_dI1.npz",
+                    "training_ac_values_m262144_na2_nc2_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
+                    f"correctness_{README_BASE}.npz", f"correctness_{README_BASE}.png",
                     f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
         table = read_eval(out / f"eval_{README_BASE}.tab")

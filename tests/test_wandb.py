@@ -203,7 +203,7 @@ def test_single_run_history_matches_the_eval_tables(single_run):
         if step == 0:
             assert "training/step" not in logged and "learning_curves/learning_rate" not in logged
         else:
-            lr = single_lr(min(step, 3), lr_trgt=1e-3, lr_min=1e-7, warm_steps=1, num_steps=4)
+            lr = single_lr(step, lr_trgt=1e-3, lr_min=1e-7, warm_steps=1, num_steps=4)  # lr_min after the last
             assert_close(logged, {"training/step": step, "learning_curves/learning_rate": lr}, step)
             assert logged["training/epoch"] > 0
 

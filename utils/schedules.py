@@ -257,19 +257,21 @@ def phase_lr(u, phases, *, lr_trgt, lr_min, num_steps):
     'constant' holds lr_trgt and 'cosine' decays to lr_min over the phase's remaining updates.
     A -1 phase runs from the end of the counted phases up to num_steps; with the usual
     num_steps = total_steps(phases) it has no updates. Should num_steps exceed the counted phases
-    with no -1 phase, the last phase holds its final LR. For u >= num_steps this returns the LR of
-    the last update (u = num_steps - 1).
+    with no -1 phase, the last phase holds its final LR. For u >= num_steps this returns the LR the
+    original's scheduler holds after the final update, which its CSV's last row reports: the last
+    phase's schedule one update on (lr_min after a cosine phase, lr_trgt after a constant phase or a
+    complete warmup).
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be > 0, got {num_steps}")
     _check_update(u)
-    u = min(u, num_steps - 1)
-    index, start = phase_at(u, phases)
+    after = u >= num_steps
+    index, start = phase_at(num_steps - 1 if after else u, phases)
     phase = phases[index]
     length = phase.phase_steps if phase.phase_steps > 0 else num_steps - start
-    j = min(u - start, length - 1)
+    j = length if after else min(u - start, length - 1)
     if j < phase.warmup_steps:  # a warmup longer than its phase is cut off at the phase end, as the original's
         return _warmup(j, phase.warmup_steps, lr_trgt, PHASE_WARMUP_START)
-    if phase.lr_decay == 'constant':
+    if phase.lr_decay == 'constant' or length == phase.warmup_steps:  # the latter: after an all-warmup phase
         return lr_trgt
     return _cosine(j - phase.warmup_steps, length - phase.warmup_steps, lr_trgt, lr_min)

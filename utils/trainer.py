@@ -235,7 +235,7 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
     model.train()
 
     def evaluate_and_record(train_stats):
-        lr_next = task.lr(min(state.update, cfg.num_steps - 1))
+        lr_next = task.lr(state.update)  # after the final update: the schedule's end value, as the original reported
         test = task.evaluate(model)
         task.record(state.update, train_stats, test, lr_next)
         write_outputs(task, info)
