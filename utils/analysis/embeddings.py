@@ -11,8 +11,8 @@ gets these labels:
   invariant under rotation (1 for t = 0, 0 for all ones);
 - zero_runs_linear: maximal runs of 0 bits in the plain w-bit string.
 That the components follow the number of zero bits and of zero runs is how a secondary summary of the
-paper describes its figures; the abstract does not say which zero-run count is meant, so both are given
-(only the cyclic one is rotation-invariant).
+paper puts it; the abstract does not say which zero-run count is meant, so both are given (only the
+cyclic one is rotation-invariant).
 
 The score of a labelling is the leave-one-out nearest-centroid accuracy in the space of the top
 components, beside the same score with the labels shuffled (what chance gives). Each component's
