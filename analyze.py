@@ -137,8 +137,9 @@ def cmd_eval(args) -> int:
             law = scaling.paper_law(s.label)
             reference = f"; {law['paper']}: {law['name']} = {scaling.law_value(law, s.m):.1f}" if law else ""
             print(f"{source:16s} {s.label:10s} m={s.m:<8d} context needed (tau {args.tau}, stays): "
-                  f"{needed if needed is not None else 'not reached'}; first reaches {args.reach_tau} at "
-                  f"{reached if reached is not None else 'never'}{reference}; last-number accuracy {acc[-1]:.4f}")
+                  f"{needed if needed is not None else 'not reached'}; "
+                  f"{f'reaches {args.reach_tau} at {reached}' if reached else f'never reaches {args.reach_tau}'}"
+                  f"{reference}; last-number accuracy {acc[-1]:.4f}")
             by_part = bit_accuracy.accuracy(p, numbers, parts)
             bit_rows += bit_accuracy.rows(source, s.m, s.label, parts, by_part, n_seq)
             steps = [f"{part.name}: {positions.context_reached(line, args.reach_tau) or '-'}"
@@ -202,8 +203,9 @@ def cmd_curves(args) -> int:
         path = os.path.join(args.out, f"curves_{key}.png")
         positions.plot_over_training(path, steps, acc, title=f"{key}: test accuracy by position during training")
         print(f"{key}: context needed at step {int(steps[-1])}: {needed[-1] if needed[-1] is not None else 'not reached'}"
-              f" (stays >= {args.tau}); reaches {args.reach_tau} at "
-              f"{reached[-1] if reached[-1] is not None else 'never'}; written {path}")
+              f" (stays >= {args.tau}); "
+              f"{f'reaches {args.reach_tau} at {reached[-1]}' if reached[-1] else f'never reaches {args.reach_tau}'}"
+              f"; written {path}")
     table = os.path.join(args.out, "context_needed_over_training.csv")
     save_table(rows, list(rows[0]), table)
     plot = os.path.join(args.out, "context_needed_over_training.png")
@@ -246,14 +248,14 @@ def cmd_embed(args) -> int:
         written.append(path)
     print(f"top {k} components explain {ratio[:k].sum():.3f} of the variance")
     for row in scores:
-        print(f"  {row['property']:15s} {row['classes']:4d} classes: nearest-centroid accuracy {row['accuracy']:.3f} "
+        print(f"  {row['property']:17s} {row['classes']:4d} classes: nearest-centroid accuracy {row['accuracy']:.3f} "
               f"(shuffled labels {row['shuffled_accuracy']:.3f})")
     shown = min(k, n_varying)
     print(f"Pearson correlation of the top {shown} components with each label (Spearman in {correlation_path}):")
-    print(f"  {'':16s}" + "".join(f"{f'PC{i + 1}':>8s}" for i in range(shown)))
+    print(f"  {'':17s}" + "".join(f"{f'PC{i + 1}':>8s}" for i in range(shown)))
     for name in embeddings.NUMERIC:
         values = [r["pearson"] for r in correlations if r["label"] == name][:shown]
-        print(f"  {name:16s}" + "".join(f"{v:+8.3f}" for v in values))
+        print(f"  {name:17s}" + "".join(f"{v:+8.3f}" for v in values))
     print("files written:\n" + "\n".join(f"  {p}" for p in written))
     return 0
 
