@@ -166,8 +166,18 @@ def test_eval_regenerates_the_runs_test_set(lcg_run, tmp_path):
     assert (model.sequences == 4).all() and model.position.tolist() == list(range(1, 9))
     lcg = df[df.source == "baseline_lcg"].sort_values("position").accuracy.to_numpy()
     assert np.all(lcg[2:] == 1.0)
-    summary = pd.read_csv(tmp_path / "a" / "context_needed.csv")
-    assert summary.set_index("source").loc["baseline_lcg", "context_needed"] == 3
+    summary = pd.read_csv(tmp_path / "a" / "context_needed.csv").set_index("source")
+    assert summary.loc["baseline_lcg", "context_needed"] == 3 and summary.loc["baseline_lcg", "context_reached"] == 3
+    assert (summary.tau == 0.99).all() and (summary.reach_tau == 0.9).all()
+    # Per-bit accuracy: the LCG baseline is exact from position 3 in every bit; the model's low 8 bits
+    # (its predictions are tokens < 256 = m) are right exactly where its number is.
+    bits = pd.read_csv(tmp_path / "a" / "bit_accuracy_by_position.csv")
+    assert len(bits) == 3 * 16 * 8 and set(bits.kind) == {"low_bits", "bit"}
+    lcg_bits = bits.query("source == 'baseline_lcg' and position >= 3")
+    assert (lcg_bits.accuracy == 1.0).all() and len(lcg_bits) == 16 * 6
+    top = bits.query("source == 'model' and kind == 'low_bits' and index == 7").sort_values("position")
+    np.testing.assert_allclose(top.accuracy.to_numpy(), model.accuracy.to_numpy())
+    assert os.path.getsize(tmp_path / "a" / "bit_accuracy_model_LCG_m256.png") > 1000
     roll = pd.read_csv(tmp_path / "a" / "rollout.csv")
     assert 0 <= roll.mean_exact[0] <= roll.generated[0]
     assert os.path.getsize(tmp_path / "a" / "accuracy_by_position.png") > 1000
@@ -256,11 +266,19 @@ def test_embed_end_to_end(lcg_run, tmp_path):
     variance = pd.read_csv(tmp_path / "embed_variance.csv")
     assert len(variance) == 32 and abs(variance.explained_variance.sum() - 1) < 1e-9  # n_embd components
     scores = pd.read_csv(tmp_path / "embed_scores.csv")
-    assert scores.property.tolist() == ["popcount", "lowest_bit", "rotation_class"]
-    assert scores.classes.tolist() == [9, 9, 36]  # 8-bit tokens: 36 necklaces
+    assert scores.property.tolist() == ["popcount", "lowest_bit", "rotation_class", "zero_bits", "zero_runs_cyclic",
+                                        "zero_runs_linear"]
+    assert scores.classes.tolist() == [9, 9, 36, 9, 5, 5]  # 8-bit tokens: 36 necklaces, 0 to 4 runs of zeros
     assert scores.accuracy.between(0, 1).all() and "nearest-centroid" in result.stdout
-    for name in ("popcount", "lowest_bit", "rotation_class"):
+    for name in scores.property:
         assert os.path.getsize(tmp_path / f"embed_{name}.png") > 1000
+    # 256 tokens in 32 dimensions: every component varies; one row per component and numeric label
+    correlations = pd.read_csv(tmp_path / "embed_correlations.csv")
+    assert len(correlations) == 32 * 5 and correlations.pearson.abs().max() <= 1 + 1e-12
+    assert set(correlations.label) == {"popcount", "lowest_bit", "zero_bits", "zero_runs_cyclic", "zero_runs_linear"}
+    np.testing.assert_allclose(correlations.query("label == 'zero_bits'").pearson.to_numpy(),
+                               -correlations.query("label == 'popcount'").pearson.to_numpy())
+    assert "Pearson correlation of the top 3 components" in result.stdout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,8 +328,10 @@ def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path, capsys):
 def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
     for i, m in enumerate([256, 1024, 4096, 16384]):
         needed = round(math.sqrt(m) / 2 * 3 * (1.1 if i % 2 else 0.9))
-        pd.DataFrame([{"source": "model", "m": m, "label": "LCG", "tau": 0.99, "context_needed": needed},
-                      {"source": "baseline_lcg", "m": m, "label": "LCG", "tau": 0.99, "context_needed": 3}]
+        pd.DataFrame([{"source": "model", "m": m, "label": "LCG", "tau": 0.99, "context_needed": needed,
+                       "reach_tau": 0.9, "context_reached": 2**(i // 2) * 8},
+                      {"source": "baseline_lcg", "m": m, "label": "LCG", "tau": 0.99, "context_needed": 3,
+                       "reach_tau": 0.9, "context_reached": 3}]
                      ).to_csv(tmp_path / f"run{m}.csv", index=False)
     runs = [tmp_path / f"run{m}.csv" for m in (256, 1024, 4096, 16384)]
     result = analyze("scaling", *runs, "--out", tmp_path / "s")
@@ -322,6 +342,13 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
     assert analyze_cli.main(["scaling", *map(str, runs), "--source", "baseline_lcg", "--out", str(tmp_path / "b")]) == 0
     assert abs(pd.read_csv(tmp_path / "b" / "scaling_fit.csv").exponent[0]) < 1e-9
     assert_bad_input(bad_input(capsys, "scaling", runs[0], "--out", tmp_path / "x"), "two or more")
+    # The papers' definition: the first position reaching tau (8, 8, 16, 16: m^0.25 up to the steps)
+    result = analyze("scaling", *runs, "--context_rule", "reaches", "--out", tmp_path / "r")
+    table = pd.read_csv(tmp_path / "r" / "scaling.csv")
+    assert table.context_needed.tolist() == [8, 8, 16, 16] and (table.tau == 0.9).all()
+    assert (table.rule == "reaches").all() and table.paper_law.str.startswith("arXiv 2502.10390").all()
+    fit = pd.read_csv(tmp_path / "r" / "scaling_fit.csv").iloc[0]
+    assert abs(fit.exponent - 0.25) < 0.06 and fit.rule == "reaches" and "secondary summary" in result.stdout
     other_tau = pd.read_csv(runs[1]).assign(tau=0.8)
     other_tau.to_csv(tmp_path / "tau08.csv", index=False)
     assert_bad_input(bad_input(capsys, "scaling", runs[0], tmp_path / "tau08.csv", runs[2], "--out", tmp_path / "x"),
@@ -408,4 +435,7 @@ def test_eval_of_a_two_digit_abacus_model_matches_the_training_positions_file(tm
     model = curves(tmp_path / "a").query("source == 'model'").sort_values("position")
     with np.load(one(d, "positions_*.npz")) as saved:
         np.testing.assert_allclose(model.accuracy.to_numpy(), saved["test"][-1], atol=1e-12)
+    # two base-16 digits make numbers below 256 = m: the low 8 bits are the number
+    bits = pd.read_csv(tmp_path / "a" / "bit_accuracy_by_position.csv").query("kind == 'low_bits' and index == 7")
+    np.testing.assert_allclose(bits.sort_values("position").accuracy.to_numpy(), model.accuracy.to_numpy())
     assert pd.read_csv(tmp_path / "a" / "rollout.csv").generated.tolist() == [6]

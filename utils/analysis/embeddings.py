@@ -1,17 +1,31 @@
 """Principal components of the token embedding and how well they separate bitwise classes of tokens.
 
-The paper's claim to test: the top components group tokens into classes that are invariant under bit
-rotation. Each token value t (w bits, w = bits of the largest token) gets three labels: its popcount,
-its lowest set bit (w for t = 0), and its rotation class (the smallest value among the w rotations of
-its bits). The score of a labelling is the leave-one-out nearest-centroid accuracy in the space of the
-top components, beside the same score with the labels shuffled (what chance gives)."""
+The second paper's claim to test (arXiv 2510.26792, abstract): the top components group tokens into
+"bitwise rotationally-invariant clusters". Each token value t (w bits, w = bits of the largest token)
+gets these labels:
+- popcount;
+- lowest_bit: the lowest set bit (w for t = 0);
+- rotation_class: the smallest value among the w rotations of t's bits (an id, not a quantity);
+- zero_bits = w - popcount, the number of 0 bits;
+- zero_runs_cyclic: maximal runs of 0 bits with the w bits on a circle (bit w-1 next to bit 0), so
+  invariant under rotation (1 for t = 0, 0 for all ones);
+- zero_runs_linear: maximal runs of 0 bits in the plain w-bit string.
+That the components follow the number of zero bits and of zero runs is how a secondary summary of the
+paper puts it; the abstract does not say which zero-run count is meant, so both are given (only the
+cyclic one is rotation-invariant).
+
+The score of a labelling is the leave-one-out nearest-centroid accuracy in the space of the top
+components, beside the same score with the labels shuffled (what chance gives). Each component's
+Pearson and Spearman correlation with each numeric label (all but rotation_class) says which quantity
+it follows; a component's sign, and so its correlations' sign, is arbitrary."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import plots
 
-PROPERTIES = ("popcount", "lowest_bit", "rotation_class")
+PROPERTIES = ("popcount", "lowest_bit", "rotation_class", "zero_bits", "zero_runs_cyclic", "zero_runs_linear")
+NUMERIC = tuple(p for p in PROPERTIES if p != "rotation_class")
 
 
 def token_properties(n_tokens: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -23,7 +37,13 @@ def token_properties(n_tokens: int) -> tuple[int, dict[str, np.ndarray]]:
     lowest = np.where(t == 0, w, np.argmax(bits, axis=1))
     mask = (1 << w) - 1
     rotations = np.stack([((t >> r) | (t << (w - r))) & mask for r in range(w)], 1)
-    return w, {"popcount": popcount, "lowest_bit": lowest, "rotation_class": rotations.min(1)}
+    zero = bits == 0
+    # A run of zeros starts at bit i when bit i is 0 and the bit below it is 1 (plain: or i = 0).
+    starts_linear = zero & np.concatenate([np.ones((len(t), 1), bool), ~zero[:, :-1]], 1)
+    starts_cyclic = zero & ~np.roll(zero, 1, axis=1)
+    return w, {"popcount": popcount, "lowest_bit": lowest, "rotation_class": rotations.min(1),
+               "zero_bits": w - popcount, "zero_runs_cyclic": np.where(t == 0, 1, starts_cyclic.sum(1)),
+               "zero_runs_linear": starts_linear.sum(1)}
 
 
 def pca(matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +82,35 @@ def separation_scores(coords: np.ndarray, labels: dict[str, np.ndarray], compone
     return rows
 
 
+def average_ranks(values) -> np.ndarray:
+    """Ranks 1..n, ties sharing their mean rank (what Spearman's correlation correlates)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2)[inverse]
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation; nan when either has no spread."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.sqrt((x @ x) * (y @ y))
+    return float(x @ y / norm) if norm > 0 else float("nan")
+
+
+def component_correlations(coords: np.ndarray, labels: dict[str, np.ndarray], components: int) -> list[dict]:
+    """Pearson and Spearman correlation of each of the first `components` components with each label."""
+    return [{"component": i + 1, "label": name, "pearson": pearson(coords[:, i], lab),
+             "spearman": pearson(average_ranks(coords[:, i]), average_ranks(lab))}
+            for i in range(components) for name, lab in labels.items()]
+
+
 def plot_pairs(path: str, coords: np.ndarray, labels: np.ndarray, name: str, pairs, title: str) -> None:
     plt = plots.pyplot()
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4), squeeze=False,
                              layout="constrained")
     for ax, (i, j) in zip(axes[0], pairs):
-        sc = ax.scatter(coords[:, i], coords[:, j], c=labels, cmap="tab20" if name != "popcount" else "viridis", s=9)
+        sc = ax.scatter(coords[:, i], coords[:, j], c=labels, s=9,
+                        cmap="tab20" if name in ("lowest_bit", "rotation_class") else "viridis")
         ax.set(xlabel=f"PC{i + 1}", ylabel=f"PC{j + 1}")
     fig.colorbar(sc, ax=axes[0].tolist(), label=name)
     fig.suptitle(title, fontsize=10)
