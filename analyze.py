@@ -17,7 +17,9 @@ import sys
 import numpy as np
 import torch
 
+from utils import threads
 from utils.analysis import baselines, bit_accuracy, embeddings, loading, positions, probes, scaling
+from utils.distributed import DistInfo
 from utils.evaluation import plot_accuracy_by_position
 from utils.results import save_npz, save_table
 
@@ -70,6 +72,7 @@ def load(args):
              "m": moduli[0] if moduli else None, "seq_len": args.seq_len, "type": args.type,
              "control_bits": args.control_bits, "bits_to_keep": args.bits_to_keep}
     device = loading.pick_device(args.device)
+    threads.use_threads(DistInfo(device=device), threads.requested_threads())
     loaded = loading.load_model(args.model, flags, device, seq_len=args.seq_len)
     return loaded, device, {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from utils import config, distributed, prng
+from utils import config, distributed, prng, threads
 from utils.config import check_common, check_memory, device_is_cuda, parse_int_list
 from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
 from utils.data import PRNGDataset, default_control_bits, parse_combos, to_device
@@ -261,6 +261,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(argv)
         setup_config(cfg, distributed.launch_env()[2])
+        requested_threads = threads.requested_threads()
         splits = split_moduli(cfg)
         info = distributed.setup(cfg.device)
     except ValueError as err:
@@ -280,6 +281,7 @@ def main(argv=None) -> int:
         run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
+        threads.use_threads(info, requested_threads, run.ckpt, log)
         seed_everything(cfg.main_seed)
         train_sets, test_sets = build_data(cfg, splits)
         for m, k in zip(cfg.moduli, cfg.bits_to_keep):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from utils import config, distributed, prng
+from utils import config, distributed, prng, threads
 from utils.config import INT64_MAX, check_common, check_memory, device_is_cuda
 from utils.data import EpochOrder, PRNGDataset, default_control_bits, parse_combos
 from utils.evaluation import evaluate, plot_accuracy_by_position
@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     cfg = build_parser().parse_args(argv)
     try:
         setup_config(cfg, distributed.launch_env()[2])
+        requested_threads = threads.requested_threads()
         ex_a, ex_c = load_exclusions(cfg.exclude_ac_paths).for_modulus(cfg.m)
         split = split_ac(cfg.m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed),
                          ex_a, ex_c)
@@ -191,6 +192,7 @@ def main(argv=None) -> int:
         run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
+        threads.use_threads(info, requested_threads, run.ckpt, log)
         seed_everything(cfg.main_seed)
         t0 = time.perf_counter()
         make = lambda a, c, n_ex: PRNGDataset(cfg.m, cfg.combos, a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,

@@ -6,6 +6,10 @@ float32 on the CPU (PCG_CPU_AUTO_DTYPE), because its exact comparisons hold only
 attention's backward on a GPU is not deterministic, and bf16 changes every number). The CUDA tests
 (marked `cuda`, tests/test_cuda.py) run only when selected, `pytest -m cuda`, which leaves the GPU
 visible; otherwise, and on machines without a GPU, they are skipped with the reason.
+
+Every run computes with one thread, set the way a user sets it (OMP_NUM_THREADS=1, here and in every
+process a test launches), so that the scripts' start-up choice (utils/threads.py) takes it: exact
+comparisons between runs need the same thread count, and the load of a shared machine must not change it.
 """
 import os
 
@@ -25,6 +29,7 @@ def pytest_configure(config):
     if not cuda_selected(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch about CUDA
     os.environ["PCG_CPU_AUTO_DTYPE"] = "float32"
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):

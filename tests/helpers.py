@@ -1,4 +1,5 @@
 """Helpers shared by the tests that launch training processes."""
+import json
 import os
 
 import pandas as pd
@@ -23,3 +24,10 @@ def single_base(args) -> str:
 def read_eval(path):
     """A single-modulus eval table (tab-separated, index column first)."""
     return pd.read_csv(path, sep="\t", index_col=0)
+
+
+def unfinish(manifest):
+    """Mark a run's manifest as not finished (what it says until a run's very last write)."""
+    record = json.loads(manifest.read_text())
+    record["finished"] = None
+    manifest.write_text(json.dumps(record))

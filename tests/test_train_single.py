@@ -5,7 +5,6 @@ in-process through `main([...])` where only its behaviour is checked. Configurat
 subprocess costs seconds of imports on these machines.
 """
 
-import json
 import math
 import os
 import re
@@ -20,6 +19,7 @@ import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prng_train_lowmem
+from tests.helpers import unfinish
 from utils.data import parse_combos, PRNGDataset
 from utils.distributed import DistInfo
 from utils.evaluation import evaluate
@@ -411,13 +411,6 @@ def test_bad_flags_from_the_command_line(tmp_path):
 RESUME_ARGS = ["--m", "256", *TINY, "--num_steps", "12", "--eval_interval", "4", "--warm_steps", "2",
                "--save_checkpoints", "--checkpoint_interval", "4", "--save_params"]
 RESUME_BASE = "LCG_m256_kp8_vs256_sl9_b256_nd1_na4_nc4_ne1_n32_h2_d1_rope_dI1_I1_lr0.001000_Twarm2_T12_B4_wd0.5"
-
-
-def unfinish(manifest):
-    """Mark a run's manifest as not finished (what it says until a run's very last write)."""
-    record = json.loads(manifest.read_text())
-    record["finished"] = None
-    manifest.write_text(json.dumps(record))
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, capsys):

@@ -14,7 +14,8 @@ Checkpoint keys (FORMAT_VERSION 2): model_state_dict, optimizer_state_dict, sche
 ({'update': u}; the LR is a pure function of u), step, eval_results and eval_columns (the eval rows),
 extra_results (per-type or other rows), positions (per-position accuracy rows), train_state (loop
 counters and the interval's sums), task_state, torch_rng_state, config (plain dict), identity,
-amp_dtype, format_version. Every tensor is on the CPU.
+amp_dtype, cpu_threads (the CPU thread count the run computes with, kept by a resume: utils/threads.py;
+None on a GPU, absent from older checkpoints), format_version. Every tensor is on the CPU.
 """
 from __future__ import annotations
 
@@ -161,14 +162,15 @@ def cpu_tree(obj):
 
 
 def checkpoint_payload(*, model: dict, optimizer: dict, step: int, rows: list[dict], extra_rows: list,
-                       positions: list, train_state: dict, task_state: dict, amp_dtype, identity: str,
-                       config: dict) -> dict:
+                       positions: list, train_state: dict, task_state: dict, amp_dtype, cpu_threads: int | None,
+                       identity: str, config: dict) -> dict:
     """A checkpoint's keys (see the module docstring); torch's RNG state is taken here."""
     return {"model_state_dict": model, "optimizer_state_dict": optimizer, "scheduler_state_dict": {"update": step},
             "step": step, "eval_results": [list(row.values()) for row in rows],
             "eval_columns": list(rows[0]) if rows else [], "extra_results": extra_rows, "positions": positions,
             "train_state": train_state, "task_state": task_state, "torch_rng_state": torch.get_rng_state(),
-            "amp_dtype": str(amp_dtype).replace("torch.", ""), "identity": identity, "config": config}
+            "amp_dtype": str(amp_dtype).replace("torch.", ""), "cpu_threads": cpu_threads, "identity": identity,
+            "config": config}
 
 
 def save_checkpoint(payload: dict, path: str) -> None:
@@ -210,6 +212,9 @@ def validate_checkpoint(ckpt: dict, path: str, identity: str, num_steps: int, sh
         raise ValueError(f"checkpoint {path}: its loop state does not match its step {step!r}")
     if not isinstance(step, int) or not 0 <= step <= num_steps:
         raise ValueError(f"checkpoint {path} is at update {step!r}, outside this run's 0..{num_steps}")
+    threads = ckpt.get("cpu_threads")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise ValueError(f"checkpoint {path}: its cpu_threads {threads!r} is not a thread count")
     state = ckpt["model_state_dict"]
     if not isinstance(state, dict) or set(state) != set(shapes):
         missing, extra = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))

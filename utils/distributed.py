@@ -1,8 +1,10 @@
 """Process-group set-up for torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or srun (SLURM_PROCID,
-SLURM_LOCALID, SLURM_NTASKS), one process per device, and the reductions the metrics need."""
+SLURM_LOCALID, SLURM_NTASKS), one process per device, what the launcher says about the processes and
+CPUs of a node, and the reductions the metrics need."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +67,47 @@ def local_world_size(env=None) -> int | None:
     if "RANK" in env and "WORLD_SIZE" in env and "LOCAL_WORLD_SIZE" in env:
         return int(env["LOCAL_WORLD_SIZE"])
     return None
+
+
+def whole_count(text) -> int | None:
+    """An environment variable's whole number >= 1, or None (unset, empty or not a count)."""
+    text = (text or "").strip()
+    return int(text) if re.fullmatch(r"[0-9]+", text) and int(text) > 0 else None
+
+
+def _tasks_on_node(env) -> int | None:
+    """srun's tasks on this node: SLURM_STEP_TASKS_PER_NODE (this step), else SLURM_NTASKS_PER_NODE, else
+    SLURM_TASKS_PER_NODE (the job), each a list like '2(x3),1' over the nodes, read at SLURM_NODEID."""
+    for key in ("SLURM_STEP_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        counts = []
+        for item in (env.get(key) or "").split(","):
+            match = re.fullmatch(r"\s*([0-9]+)(?:\(x([0-9]+)\))?\s*", item)
+            if not match:
+                counts = []
+                break
+            counts += [int(match.group(1))] * int(match.group(2) or 1)
+        if counts and min(counts) > 0:
+            node = whole_count(env.get("SLURM_NODEID")) or 0
+            return counts[node] if len(set(counts)) > 1 and node < len(counts) else max(counts)
+    return None
+
+
+def local_ranks(env=None) -> int:
+    """Processes of this launch on this node, which share its CPUs: 1 for a single process, torchrun's
+    LOCAL_WORLD_SIZE, srun's tasks on this node; the whole world where the launcher does not say (the safe
+    guess: too few threads per process costs less than too many)."""
+    env = os.environ if env is None else env
+    world = launch_env(env)[2]
+    if world == 1:
+        return 1
+    said = whole_count(env.get("LOCAL_WORLD_SIZE")) if "RANK" in env and "WORLD_SIZE" in env else _tasks_on_node(env)
+    return min(said, world) if said else world
+
+
+def cpus_per_task(env=None) -> int | None:
+    """Slurm's SLURM_CPUS_PER_TASK (the CPUs it gave each task), None when unset or not a count."""
+    env = os.environ if env is None else env
+    return whole_count(env.get("SLURM_CPUS_PER_TASK"))
 
 
 def resolve_device(choice: str, local_rank: int = 0, local_world: int | None = None) -> torch.device:

@@ -162,7 +162,8 @@ class Task:
                     model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
                     rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
                     train_state=state.state_dict(), task_state=self.checkpoint_state(),
-                    amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg)), path)
+                    amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg),
+                    cpu_threads=torch.get_num_threads() if self.info.device.type == "cpu" else None), path)
                 prune_checkpoints(self.files, self.cfg.keep_checkpoints)
             except (OSError, RuntimeError) as err:
                 error = err if isinstance(err, WriteError) else WriteError(path, err)
