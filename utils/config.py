@@ -193,8 +193,15 @@ def _default(script: str, name: str):
 
 
 # --------------------------------------------------------------------------------------------------
-# Typed configurations: one field per parameter of the script (its default from the table; a test
-# keeps the fields and the table equal), then what the script's set-up derives (utils/settings.py).
+# Typed configurations: one field per parameter of the script, its default from the table (a test keeps
+# the fields and the table equal), and what the script's start-up derives (utils/settings.py). RunConfig
+# holds what both scripts have with the same default; each script's class adds the rest.
+
+def _shared(name):
+    single, curriculum = _BY_NAME[name].for_script("default", SINGLE), _BY_NAME[name].for_script("default", CURRICULUM)
+    assert single == curriculum, name
+    return _default(SINGLE, name)
+
 
 def _single(name):
     return _default(SINGLE, name)
@@ -205,67 +212,50 @@ def _curriculum(name):
 
 
 @dataclass
-class SingleModulusConfig:
-    """prng_train_lowmem.py's configuration."""
+class RunConfig:
+    """What both scripts' configurations hold."""
     # data
-    main_seed: int = _single("main_seed")
-    data_seed: int = _single("data_seed")
-    type: str = _single("type")
-    m: int = _single("m")
-    control_bits: str = _single("control_bits")
-    bits_to_keep: int | None = _single("bits_to_keep")
-    vocab_size: int | None = _single("vocab_size")
-    seq_len: int = _single("seq_len")
-    base: int | None = _single("base")
-    digits: int = _single("digits")
-    n_a: int = _single("n_a")
-    n_c: int = _single("n_c")
-    n_test_a: int = _single("n_test_a")
-    n_test_c: int = _single("n_test_c")
-    n_example: int = _single("n_example")
-    exclude_ac_paths: list[str] | None = _single("exclude_ac_paths")
+    main_seed: int = _shared("main_seed")
+    data_seed: int = _shared("data_seed")
+    type: str = _shared("type")
+    vocab_size: int | None = _shared("vocab_size")
+    seq_len: int = _shared("seq_len")
+    base: int | None = _shared("base")
+    digits: int = _shared("digits")
+    n_a: int = _shared("n_a")
+    n_c: int = _shared("n_c")
+    n_test_a: int = _shared("n_test_a")
+    n_test_c: int = _shared("n_test_c")
+    n_example: int = _shared("n_example")
+    exclude_ac_paths: list[str] | None = _shared("exclude_ac_paths")
     # model
-    n_layer: int = _single("n_layer")
-    n_head: int = _single("n_head")
-    n_embd: int = _single("n_embd")
-    no_rope: bool = _single("no_rope")
+    no_rope: bool = _shared("no_rope")
     # schedule and optimisation
-    num_steps: int = _single("num_steps")
-    warm_steps: int = _single("warm_steps")
-    lr_trgt: float = _single("lr_trgt")
-    lr_min: float = _single("lr_min")
-    batch_size: int = _single("batch_size")
-    grad_acc_steps: int = _single("grad_acc_steps")
-    weight_decay: float = _single("weight_decay")
-    beta1: float = _single("beta1")
-    beta2: float = _single("beta2")
-    eval_interval: int = _single("eval_interval")
+    lr_min: float = _shared("lr_min")
+    grad_acc_steps: int = _shared("grad_acc_steps")
+    beta1: float = _shared("beta1")
+    beta2: float = _shared("beta2")
     # output
-    results_dir: str = _single("results_dir")
-    save_correctness: bool = _single("save_correctness")
-    save_params: bool = _single("save_params")
-    save_test_values: bool = _single("save_test_values")
-    save_checkpoints: bool = _single("save_checkpoints")
-    checkpoint_interval: int = _single("checkpoint_interval")
-    num_workers: int = _single("num_workers")
+    save_correctness: bool = _shared("save_correctness")
+    save_params: bool = _shared("save_params")
+    save_checkpoints: bool = _shared("save_checkpoints")
     # Weights & Biases
-    use_wandb: bool = _single("use_wandb")
-    wandb_project: str = _single("wandb_project")
-    wandb_entity: str | None = _single("wandb_entity")
-    wandb_name: str | None = _single("wandb_name")
-    wandb_tags: str | None = _single("wandb_tags")
-    wandb_notes: str | None = _single("wandb_notes")
-    wandb_offline: bool = _single("wandb_offline")
-    wandb_api_key: str | None = _single("wandb_api_key")
+    use_wandb: bool = _shared("use_wandb")
+    wandb_project: str = _shared("wandb_project")
+    wandb_entity: str | None = _shared("wandb_entity")
+    wandb_name: str | None = _shared("wandb_name")
+    wandb_tags: str | None = _shared("wandb_tags")
+    wandb_notes: str | None = _shared("wandb_notes")
+    wandb_offline: bool = _shared("wandb_offline")
+    wandb_api_key: str | None = _shared("wandb_api_key")
     # runtime
-    device: str = _single("device")
-    dtype: str = _single("dtype")
-    compile: str = _single("compile")
-    resume: str | None = _single("resume")
-    keep_checkpoints: int | None = _single("keep_checkpoints")
-    ignore_disk_check: bool = _single("ignore_disk_check")
-    # derived at start-up (settings.setup_single)
-    combos: list | None = None  # validated generator/control-bit combinations (utils.data.Combo)
+    device: str = _shared("device")
+    dtype: str = _shared("dtype")
+    compile: str = _shared("compile")
+    resume: str | None = _shared("resume")
+    keep_checkpoints: int | None = _shared("keep_checkpoints")
+    ignore_disk_check: bool = _shared("ignore_disk_check")
+    # derived at start-up
     context_len: int | None = None  # seq_len * digits - 1: the model's input length
     world_size: int | None = None  # processes
     effective_batch: int | None = None  # batch_size x grad_acc_steps x world_size
@@ -273,71 +263,54 @@ class SingleModulusConfig:
 
 
 @dataclass
-class CurriculumConfig:
-    """curriculum_lowmem.py's configuration (flags, or a YAML file with flags over it)."""
+class SingleModulusConfig(RunConfig):
+    """prng_train_lowmem.py's configuration: RunConfig's fields and these."""
+    m: int = _single("m")
+    control_bits: str = _single("control_bits")
+    bits_to_keep: int | None = _single("bits_to_keep")
+    n_layer: int = _single("n_layer")
+    n_head: int = _single("n_head")
+    n_embd: int = _single("n_embd")
+    num_steps: int = _single("num_steps")
+    warm_steps: int = _single("warm_steps")
+    lr_trgt: float = _single("lr_trgt")
+    batch_size: int = _single("batch_size")
+    weight_decay: float = _single("weight_decay")
+    eval_interval: int = _single("eval_interval")
+    results_dir: str = _single("results_dir")
+    save_test_values: bool = _single("save_test_values")
+    checkpoint_interval: int = _single("checkpoint_interval")
+    num_workers: int = _single("num_workers")
+    # derived at start-up (settings.setup_single)
+    combos: list | None = None  # validated generator/control-bit combinations (utils.data.Combo)
+
+
+@dataclass
+class CurriculumConfig(RunConfig):
+    """curriculum_lowmem.py's configuration (flags, or a YAML file with flags over it): RunConfig's fields
+    and these."""
     config: str | None = _curriculum("config")
-    # data
-    main_seed: int = _curriculum("main_seed")
-    data_seed: int = _curriculum("data_seed")
-    type: str = _curriculum("type")
     moduli: list[int] | str = _curriculum("moduli")  # the flag's text until curriculum_config.load_config reads it
     control_bits: str = _curriculum("control_bits")
     bits_to_keep: list[int] | str | None = _curriculum("bits_to_keep")  # one per modulus once read
-    vocab_size: int | None = _curriculum("vocab_size")
-    seq_len: int = _curriculum("seq_len")
-    base: int | None = _curriculum("base")
-    digits: int = _curriculum("digits")
-    n_a: int = _curriculum("n_a")
-    n_c: int = _curriculum("n_c")
-    n_test_a: int = _curriculum("n_test_a")
-    n_test_c: int = _curriculum("n_test_c")
-    n_example: int = _curriculum("n_example")
-    exclude_ac_paths: list[str] | None = _curriculum("exclude_ac_paths")
-    # model
     n_layer: int = _curriculum("n_layer")
     n_head: int = _curriculum("n_head")
     n_embd: int = _curriculum("n_embd")
-    no_rope: bool = _curriculum("no_rope")
     pretrained_path: str | None = _curriculum("pretrained_path")
     pretrain_m: int | None = _curriculum("pretrain_m")
-    # schedule and optimisation
     custom_phases: list | str | None = _curriculum("custom_phases")  # JSON text; once read, the phases (original name)
     transition_type: str = _curriculum("transition_type")
     sampler_update_interval: int | None = _curriculum("sampler_update_interval")
     lr_trgt: float = _curriculum("lr_trgt")
-    lr_min: float = _curriculum("lr_min")
     batch_size: int = _curriculum("batch_size")
-    grad_acc_steps: int = _curriculum("grad_acc_steps")
     weight_decay: float = _curriculum("weight_decay")
-    beta1: float = _curriculum("beta1")
-    beta2: float = _curriculum("beta2")
     eval_interval: int = _curriculum("eval_interval")
-    # output
     results_dir: str = _curriculum("results_dir")
-    save_correctness: bool = _curriculum("save_correctness")
-    save_params: bool = _curriculum("save_params")
-    save_checkpoints: bool = _curriculum("save_checkpoints")
     checkpoint_interval: int = _curriculum("checkpoint_interval")
     # YAML only: printed or kept, as the original
     experiment_name: str = _curriculum("experiment_name")
     description: str = _curriculum("description")
     cache_size: int = _curriculum("cache_size")
-    # Weights & Biases
-    use_wandb: bool = _curriculum("use_wandb")
-    wandb_project: str = _curriculum("wandb_project")
-    wandb_entity: str | None = _curriculum("wandb_entity")
-    wandb_name: str | None = _curriculum("wandb_name")
-    wandb_tags: str | None = _curriculum("wandb_tags")
-    wandb_notes: str | None = _curriculum("wandb_notes")
-    wandb_offline: bool = _curriculum("wandb_offline")
-    wandb_api_key: str | None = _curriculum("wandb_api_key")
-    # runtime
-    device: str = _curriculum("device")
-    dtype: str = _curriculum("dtype")
-    compile: str = _curriculum("compile")
-    resume: str | None = _curriculum("resume")
-    keep_checkpoints: int | None = _curriculum("keep_checkpoints")
-    ignore_disk_check: bool = _curriculum("ignore_disk_check")
     # read (curriculum_config.load_config) and derived at start-up (settings.setup_curriculum)
     phases: list | None = None  # the phase dicts: YAML curriculum.phases or --custom_phases
     moduli_bits_to_keep: list | None = None  # bits_to_keep as given (the original's key name)
@@ -346,10 +319,6 @@ class CurriculumConfig:
     phase_list: list | None = None  # validated utils.schedules.Phase objects
     num_steps: int | None = None  # the sum of the phases' steps
     combos_by_m: dict | None = None  # validated combinations per modulus
-    context_len: int | None = None
-    world_size: int | None = None
-    effective_batch: int | None = None
-    amp_dtype: object = None
 
 
 CONFIG_CLASSES = {SINGLE: SingleModulusConfig, CURRICULUM: CurriculumConfig}

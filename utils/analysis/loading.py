@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import settings as run_settings
-from ..config import CURRICULUM, SINGLE
+from ..config import CURRICULUM, SINGLE, SingleModulusConfig
 from ..data import Combo, PRNGDataset, parse_combos
 from ..gpt2 import GPTConfig, build_model
 from ..params import increment_count, load_exclusions, multiplier_count, split_ac
@@ -50,7 +50,7 @@ class Settings:
 
     @property
     def curriculum(self) -> bool:
-        return not isinstance(self.run, run_settings.SingleModulusConfig)
+        return not isinstance(self.run, SingleModulusConfig)
 
     @property
     def script(self) -> str:
