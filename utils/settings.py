@@ -71,14 +71,14 @@ def derive_single(cfg, log=print):
     base when smaller; the context. Returns name(attr): the flag a message names (a default names the
     flag it came from)."""
     types = [t.strip() for t in cfg.type.split("+")]
-    n = prng.bit_length(cfg.m)
+    half = prng.effective_bits("XSLRR", cfg.m, None)  # n//2
     has_lcg = "LCG" in types
     if cfg.bits_to_keep is None:
-        cfg.bits_to_keep = n // 2 if all(t.upper() == "XSLRR" for t in types) else n
+        cfg.bits_to_keep = half if all(t.upper() == "XSLRR" for t in types) else prng.bit_length(cfg.m)
     cfg.control_bits = control_bits_for(SINGLE, cfg.type, cfg.control_bits, log)
     cfg.combos = parse_combos(cfg.type, cfg.control_bits, cfg.m, cfg.bits_to_keep, log=log)
-    if any(c.kind == "XSLRR" for c in cfg.combos) and cfg.bits_to_keep != n // 2:
-        log(f"warning: XSLRR always outputs n//2 = {n // 2} bits; bits_to_keep={cfg.bits_to_keep} is not used for it")
+    if any(c.kind == "XSLRR" for c in cfg.combos) and cfg.bits_to_keep != half:
+        log(f"warning: XSLRR always outputs n//2 = {half} bits; bits_to_keep={cfg.bits_to_keep} is not used for it")
     derived = {}
     name = lambda attr: derived.get(attr, f"--{attr}")
     if cfg.base is None:
@@ -142,9 +142,9 @@ def derive_curriculum(cfg, log=print) -> None:
     cfg.combos_by_m = {m: parse_combos(cfg.type, cfg.control_bits, m, k, log=log)
                        for m, k in zip(cfg.moduli, cfg.bits_to_keep)}
     for m, k in zip(cfg.moduli, ks):
-        if k is not None and k != prng.bit_length(m) // 2 and any(c.kind == "XSLRR" for c in cfg.combos_by_m[m]):
-            log(f"warning: XSLRR always outputs n//2 = {prng.bit_length(m) // 2} bits at m={m}; bits_to_keep={k} "
-                f"is not used for it")
+        half = prng.effective_bits("XSLRR", m, None)  # n//2
+        if k is not None and k != half and any(c.kind == "XSLRR" for c in cfg.combos_by_m[m]):
+            log(f"warning: XSLRR always outputs n//2 = {half} bits at m={m}; bits_to_keep={k} is not used for it")
     if cfg.base is None:
         widest = max(c.max_output(m) for m, combos in cfg.combos_by_m.items() for c in combos).bit_length()
         cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** widest
