@@ -19,8 +19,9 @@ import torch
 
 from utils import threads
 from utils.analysis import baselines, bit_accuracy, embeddings, loading, positions, probes, scaling
-from utils.distributed import DistInfo
+from utils.distributed import DistInfo, resolve_device
 from utils.evaluation import plot_accuracy_by_position
+from utils.int_list import parse_int_list
 from utils.results import save_npz, save_table
 
 EXIT_BAD_INPUT = 2
@@ -67,11 +68,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def load(args):
-    moduli = loading.parse_int_list(args.m, "m")
+    moduli = parse_int_list(args.m, "--m")
     flags = {"n_head": args.n_head, "digits": args.digits, "base": args.base, "n_a": args.n_a, "n_c": args.n_c,
              "m": moduli[0] if moduli else None, "seq_len": args.seq_len, "type": args.type,
              "control_bits": args.control_bits, "bits_to_keep": args.bits_to_keep}
-    device = loading.pick_device(args.device)
+    device = resolve_device(args.device)
     threads.use_threads(DistInfo(device=device), threads.requested_threads())
     loaded = loading.load_model(args.model, flags, device, seq_len=args.seq_len)
     return loaded, device, {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -84,24 +85,24 @@ def sets_from_args(args, settings):
             raise ValueError(f"--{name} must be >= 1, got {value}")
     if args.seq_len is not None and args.seq_len < 2:
         raise ValueError(f"--seq_len must be >= 2, got {args.seq_len}")
-    return loading.eval_sets(settings, moduli=loading.parse_int_list(args.m, "m"), kind=args.type,
+    return loading.eval_sets(settings, moduli=parse_int_list(args.m, "--m"), kind=args.type,
                              control_bits=args.control_bits, bits_to_keep=args.bits_to_keep, data_seed=args.data_seed,
-                             a_values=loading.parse_int_list(args.a, "a"), c_values=loading.parse_int_list(args.c, "c"),
+                             a_values=parse_int_list(args.a, "--a"), c_values=parse_int_list(args.c, "--c"),
                              n_test_a=args.n_test_a, n_test_c=args.n_test_c, n_example=args.n_example,
                              seq_len=args.seq_len)
 
 
-def check_tau(args, *names) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and not 0 < value <= 1:
-            raise ValueError(f"--{name} must lie in (0, 1], got {value}")
+def threshold(text: str) -> float:
+    """--tau and --reach_tau: an accuracy in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
-    check_tau(args, "tau", "reach_tau")
     names = [n.strip() for n in args.baselines.split(",") if n.strip()] if args.baselines else []
     for name in names:
         if name not in baselines.NAMES:
@@ -185,7 +186,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_curves(args) -> int:
-    check_tau(args, "tau", "reach_tau")
     arrays = positions.read_positions(args.positions)
     steps = arrays.pop("step")
     keys = [k.strip() for k in args.keys.split(",")] if args.keys else sorted(arrays)
@@ -274,7 +274,7 @@ def cmd_layers(args) -> int:
                          "types or control bits, e.g. a '+'-joined --type")
     m, group = next((m, g) for m, g in by_m.items() if len(g) >= 2)
     seq_len, d = group[0].dataset.seq_len, group[0].dataset.digits
-    wanted = loading.parse_int_list(args.positions, "positions") or sorted(
+    wanted = parse_int_list(args.positions, "--positions") or sorted(
         {min(2 ** i, seq_len - 1) for i in range(int(math.log2(seq_len - 1)) + 1)} | {seq_len - 1})
     if min(wanted) < 1 or max(wanted) > seq_len - 1:
         raise ValueError(f"--positions must lie in [1, {seq_len - 1}], got {wanted}")
@@ -300,7 +300,7 @@ def cmd_layers(args) -> int:
     written = [table, plot]
     first = group[0].dataset
     n_first = len(first)
-    for i in loading.parse_int_list(args.attention, "attention") or []:
+    for i in parse_int_list(args.attention, "--attention") if args.attention.strip() else []:
         if not 0 <= i < n_first * len(group):
             raise ValueError(f"--attention: sequence {i} is not in [0, {n_first * len(group)})")
         s = group[i // n_first]
@@ -318,7 +318,6 @@ def cmd_layers(args) -> int:
 
 
 def cmd_scaling(args) -> int:
-    check_tau(args, "tau")
     tau = positions.DEFAULT_TAU[args.context_rule] if args.tau is None else args.tau
     points = [p for path in args.runs for p in scaling.points_from(path, tau, args.source, args.context_rule)]
     taus = sorted({p["tau"] for p in points})
@@ -365,11 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "number p+1 from the first p.")
     add_model_args(e)
     add_data_args(e)
-    e.add_argument("--tau", type=float, default=positions.DEFAULT_TAU["stays"],
+    e.add_argument("--tau", type=threshold, default=positions.DEFAULT_TAU["stays"],
                    help="context needed 'stays': the first position from which accuracy stays >= tau to the end "
                         "(this project's definition, default 0.99; the second paper, arXiv 2510.26792, states its "
                         "sqrt(m) law for 'near-perfect prediction' without a number)")
-    e.add_argument("--reach_tau", type=float, default=positions.DEFAULT_TAU["reaches"],
+    e.add_argument("--reach_tau", type=threshold, default=positions.DEFAULT_TAU["reaches"],
                    help="context needed 'reaches': the first position where accuracy reaches tau (default 0.9; the "
                         "first paper, arXiv 2502.10390, counts the elements 'needed to reach high accuracy' without a "
                         "number; the second paper's sqrt(m)/2 holds at about 90%% by a secondary summary, not checked "
@@ -387,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "curve) and plot each curve's evolution and the context needed at every evaluation.")
     c.add_argument("positions", help="positions_<base>.npz written during training")
     c.add_argument("--keys", default=None, help="comma list of arrays to use (default: all)")
-    c.add_argument("--tau", type=float, default=positions.DEFAULT_TAU["stays"], help="as eval's --tau")
-    c.add_argument("--reach_tau", type=float, default=positions.DEFAULT_TAU["reaches"], help="as eval's --reach_tau")
+    c.add_argument("--tau", type=threshold, default=positions.DEFAULT_TAU["stays"], help="as eval's --tau")
+    c.add_argument("--reach_tau", type=threshold, default=positions.DEFAULT_TAU["reaches"],
+                   help="as eval's --reach_tau")
     c.add_argument("--out", default="results/analysis")
     c.set_defaults(run=cmd_curves)
 
@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--context_rule", choices=sorted(positions.CONTEXT_RULES), default="stays",
                    help="stays: the first position from which accuracy stays >= tau (eval's context_needed, --tau); "
                         "reaches: the first where it reaches tau (eval's context_reached, --reach_tau)")
-    s.add_argument("--tau", type=float, default=None,
+    s.add_argument("--tau", type=threshold, default=None,
                    help=f"for .npz inputs (default {positions.DEFAULT_TAU['stays']} with stays, "
                         f"{positions.DEFAULT_TAU['reaches']} with reaches); a CSV carries its own")
     s.add_argument("--out", default="results/analysis")

@@ -4,7 +4,6 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -12,115 +11,35 @@ import time
 import numpy as np
 import torch
 
-from utils import config, distributed, prng, threads
-from utils.config import check_common, check_memory, device_is_cuda, parse_int_list
-from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases, read_yaml
-from utils.data import PRNGDataset, default_control_bits, parse_combos, to_device
+from utils import config, curriculum_config, distributed, plots, settings, threads
+from utils.curriculum import ModulusSampler
+from utils.data import to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
 from utils.checkpoint import FileKind, RunScope, fit_name
-from utils.params import load_exclusions, split_ac
 from utils.pretrained import load_pretrained
-from utils.results import WriteError, atomic_write, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
-from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
-from utils.tokens import check_vocab, context_len
+from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
+from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
+from utils.schedules import modulus_weights, phase_lr
+from utils.seeds import seed_everything
 from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
-from utils.wandb_utils import WandbRun, require_wandb
+from utils.wandb_utils import WandbRun
 
 
 def build_parser() -> config.ConfigParser:
     """Flags, defaults, bounds and help come from the one parameter table (utils/config.py); the
-    parser returns the typed config (config.config_class)."""
+    parser returns a config.CurriculumConfig."""
     return config.build_parser(config.CURRICULUM, __doc__)
 
 
-def load_config(argv):
-    """YAML + explicit flags, or the flags alone; then the derived values.
-
-    With --config the YAML gives the run and a flag written on the command line overrides its value;
-    without it the flags are the whole configuration (README "Curriculum")."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        cfg = copy.copy(args)
-        vars(cfg).update(read_yaml(args.config))
-        given = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-        for name in given - {"config"}:
-            setattr(cfg, name, getattr(args, name))
-        if "moduli" in given:
-            cfg.moduli = sorted(parse_int_list(args.moduli, "--moduli"))
-        if "bits_to_keep" in given:
-            cfg.bits_to_keep = parse_int_list(args.bits_to_keep, "--bits_to_keep")
-        if "custom_phases" in given:
-            cfg.phases = parse_custom_phases(args.custom_phases)
-        keys = cfg._yaml_keys
-        cfg._names = {attr: key for attr, key in keys.items() if attr not in given}
-        if "custom_phases" in given:
-            cfg._names.pop("phases", None)
-        del cfg._yaml_keys
-    else:
-        cfg = args
-        cfg.moduli = sorted(parse_int_list(args.moduli, "--moduli"))  # the flag's list is sorted, as the original's
-        cfg.bits_to_keep = parse_int_list(args.bits_to_keep, "--bits_to_keep") if args.bits_to_keep else None
-        if not args.custom_phases:
-            raise ValueError("without --config, --custom_phases (a JSON list of phases) is required")
-        cfg.phases = parse_custom_phases(args.custom_phases)
-        cfg._names = {}
-    cfg._names.setdefault("phases", "--custom_phases")
-    # The original's config carried these names; saved configs keep them beside ours for code that reads them.
-    cfg.custom_phases = cfg.phases
-    cfg.moduli_bits_to_keep = list(cfg.bits_to_keep) if cfg.bits_to_keep is not None else None
-    return cfg
+def load_config(argv) -> config.CurriculumConfig:
+    """The YAML given by --config with the flags written on the command line over it, or the flags alone
+    (README "Curriculum"; utils/curriculum_config.py)."""
+    return curriculum_config.load_config(build_parser(), argv)
 
 
-def setup_config(cfg, world_size: int, log=print):
-    """Validate and derive before anything is built; raise ValueError naming the flag or YAML key."""
-    names = getattr(cfg, "_names", {})
-    name = lambda attr: names.get(attr, f"--{attr}")
-    check_common(cfg, config.CURRICULUM, name, log, n_data_seeds=len(cfg.moduli))
-    if len(set(cfg.moduli)) != len(cfg.moduli):
-        raise ValueError(f"{name('moduli')} repeat a value: {cfg.moduli}")
-    ks = list(cfg.bits_to_keep or [])
-    if len(ks) > len(cfg.moduli):
-        raise ValueError(f"{name('bits_to_keep')} has {len(ks)} entries but there are {len(cfg.moduli)} moduli")
-    if len(ks) < len(cfg.moduli) and cfg.type.strip().upper() not in ("LCG", "XSLRR"):
-        log(f"warning: bits_to_keep has {len(ks)} entries for {len(cfg.moduli)} moduli; the others keep n bits")
-    ks += [None] * (len(cfg.moduli) - len(ks))
-    cfg.bits_to_keep = [prng.bit_length(m) if k is None else k for m, k in zip(cfg.moduli, ks)]
-    if cfg.type.strip().upper() in ("LCG", "TLCG"):
-        cfg.control_bits = "0"
-    cfg.control_bits = default_control_bits(cfg.type, cfg.control_bits, log)
-    cfg.combos_by_m = {m: parse_combos(cfg.type, cfg.control_bits, m, k, log=log)
-                       for m, k in zip(cfg.moduli, cfg.bits_to_keep)}
-    for m, k in zip(cfg.moduli, ks):
-        if k is not None and k != prng.bit_length(m) // 2 and any(c.kind == "XSLRR" for c in cfg.combos_by_m[m]):
-            log(f"warning: XSLRR always outputs n//2 = {prng.bit_length(m) // 2} bits at m={m}; bits_to_keep={k} "
-                f"is not used for it")
-    try:
-        cfg.phase_list = parse_phases(cfg.phases, len(cfg.moduli), log=log)
-    except ValueError as err:
-        raise ValueError(f"{name('phases')}: {err}") from None
-    cfg.num_steps = total_steps(cfg.phase_list)
-    if cfg.sampler_update_interval is None:
-        cfg.sampler_update_interval = cfg.eval_interval
-    max_values = {m: max(c.max_output(m) for c in combos) for m, combos in cfg.combos_by_m.items()}
-    if cfg.base is None:
-        cfg.base = max(cfg.moduli) if cfg.type.upper() == "LCG" else 2 ** max(v.bit_length() for v in max_values.values())
-        check_common(cfg, config.CURRICULUM, name, lambda *a, **k: None)  # the derived base obeys the same bounds
-    if cfg.vocab_size is None:
-        cfg.vocab_size = cfg.base
-    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
-    check_memory(cfg, name, device_is_cuda(cfg.device))
-    for m, v in max_values.items():  # the shared vocabulary must hold every modulus's largest token
-        check_vocab(v, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={m})")
-    if cfg.pretrained_path == "":
-        cfg.pretrained_path = None
-    if cfg.use_wandb:
-        require_wandb()
-    cfg.world_size = world_size
-    cfg.effective_batch = cfg.batch_size * cfg.grad_acc_steps * world_size
-    return cfg
+# Every check and derivation, before anything is built (utils/settings.py, shared with analyze.py).
+setup_config = settings.setup_curriculum
 
 
 def base_name(cfg) -> str:
@@ -237,32 +156,12 @@ class CurriculumTask(Task):
         self.final_train_correct = torch.cat([correct.sum(0), correct.new_tensor([len(correct)])])  # sums, rows
 
 
-def split_moduli(cfg) -> dict:
-    """Per modulus i: the (a, c) split drawn from default_rng(data_seed + 1000 i), as the original."""
-    exclusions = load_exclusions(cfg.exclude_ac_paths)
-    splits = {}
-    for i, m in enumerate(cfg.moduli):
-        ex_a, ex_c = exclusions.for_modulus(m)
-        splits[m] = split_ac(m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c,
-                             np.random.default_rng(cfg.data_seed + 1000 * i), ex_a, ex_c)
-    return splits
-
-
-def build_data(cfg, splits) -> tuple[dict, dict]:
-    """Train and test sets per modulus."""
-    make = lambda m, a, c, n_ex: PRNGDataset(m, cfg.combos_by_m[m], a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
-                                             cfg.data_seed)
-    train = {m: make(m, s.train_a, s.train_c, cfg.n_example) for m, s in splits.items()}
-    test = {m: make(m, s.test_a, s.test_c, 1) for m, s in splits.items()}
-    return train, test
-
-
 def main(argv=None) -> int:
     try:
         cfg = load_config(argv)
         setup_config(cfg, distributed.launch_env()[2])
         requested_threads = threads.requested_threads()
-        splits = split_moduli(cfg)
+        splits = settings.ac_splits(cfg)
         info = distributed.setup(cfg.device)
     except ValueError as err:
         fail(str(err))
@@ -283,7 +182,7 @@ def main(argv=None) -> int:
             return 0
         threads.use_threads(info, requested_threads, run.ckpt, log)
         seed_everything(cfg.main_seed)
-        train_sets, test_sets = build_data(cfg, splits)
+        train_sets, test_sets = settings.datasets(cfg, splits)
         for m, k in zip(cfg.moduli, cfg.bits_to_keep):
             log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
                 f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
@@ -368,9 +267,7 @@ def save_final_outputs(cfg, task, splits, curves, train_correct, log) -> list[st
 
 def plot_schedule(path: str, cfg, task) -> None:
     """Modulus weights and LR against the update, from the schedule functions themselves."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
     steps = np.unique(np.linspace(0, cfg.num_steps - 1, min(cfg.num_steps, 2000)).astype(int))
     weights = np.array([task.weights(s) for s in steps])
     fig, (ax_w, ax_lr) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
@@ -382,10 +279,7 @@ def plot_schedule(path: str, cfg, task) -> None:
     ax_lr.set(xlabel="update", ylabel="learning rate", yscale="log" if cfg.lr_min > 0 else "linear")
     for ax in (ax_w, ax_lr):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 if __name__ == "__main__":

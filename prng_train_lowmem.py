@@ -9,19 +9,17 @@ import time
 
 import numpy as np
 
-from utils import config, distributed, prng, threads
-from utils.config import INT64_MAX, check_common, check_memory, device_is_cuda
-from utils.data import EpochOrder, PRNGDataset, default_control_bits, parse_combos
+from utils import config, distributed, settings, threads
+from utils.data import EpochOrder, eval_shards
 from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
 from utils.checkpoint import FileKind, RunScope, fit_name
-from utils.params import load_exclusions, split_ac
 from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
-from utils.schedules import single_lr, validate_single_schedule
-from utils.tokens import check_vocab, context_len
+from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
+from utils.schedules import single_lr
+from utils.seeds import correctness_sample_rng, seed_everything
 from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
-from utils.wandb_utils import WandbRun, require_wandb
+from utils.wandb_utils import WandbRun
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
@@ -29,61 +27,12 @@ EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "tra
 
 def build_parser() -> config.ConfigParser:
     """Flags, defaults, bounds and help come from the one parameter table (utils/config.py); the
-    parser returns the typed config (config.config_class)."""
+    parser returns a config.SingleModulusConfig."""
     return config.build_parser(config.SINGLE, __doc__)
 
 
-def setup_config(cfg, world_size: int, log=print):
-    """Fill the original's defaults (k = n bits, n//2 when every type is XSLRR; base = m with LCG, else
-    2^k; vocab_size = base, raised to base when smaller; control_bits '0' with LCG/TLCG in --type) and
-    validate everything before anything is built; raise ValueError naming the flag and the value."""
-    flag = lambda attr: f"--{attr}"
-    check_common(cfg, config.SINGLE, flag, log)
-    validate_single_schedule(warm_steps=cfg.warm_steps, num_steps=cfg.num_steps)
-    if cfg.warm_steps >= cfg.num_steps:
-        log(f"warning: warm_steps={cfg.warm_steps} >= num_steps={cfg.num_steps}: the whole run is LR warmup")
-    cfg.type_list = [t.strip() for t in cfg.type.split("+")]
-    n = prng.bit_length(cfg.m)
-    has_lcg = "LCG" in cfg.type_list  # case-sensitive, as the original's test: `lcg` takes the base 2^k
-    only_xslrr = all(t.upper() == "XSLRR" for t in cfg.type_list)
-    if cfg.bits_to_keep is None:
-        cfg.bits_to_keep = n // 2 if only_xslrr else n  # XSLRR emits n//2 bits whatever k says
-    cfg.control_bits = default_control_bits(cfg.type, cfg.control_bits, log)
-    combos = parse_combos(cfg.type, cfg.control_bits, cfg.m, cfg.bits_to_keep, log=log)
-    if any(c.kind == "XSLRR" for c in combos) and cfg.bits_to_keep != n // 2:
-        log(f"warning: XSLRR always outputs n//2 = {n // 2} bits; bits_to_keep={cfg.bits_to_keep} is not used for it")
-    cfg.combos = combos
-    derived = {}  # a value filled in from another flag is named with it
-    name = lambda attr: derived.get(attr, f"--{attr}")
-    if cfg.base is None:
-        cfg.base = cfg.m if has_lcg else 2 ** cfg.bits_to_keep
-        if not has_lcg and any(t.upper() == "LCG" for t in cfg.type_list):
-            log(f"note: --type {cfg.type}: the default base is 2^bits_to_keep = {cfg.base}, not m, as in the original "
-                f"(its test for LCG is case-sensitive); write LCG for the base m")
-        derived["base"] = f"--base (default {'--m' if has_lcg else '2^bits_to_keep'})"
-        check_common(cfg, config.SINGLE, name, lambda *a, **k: None)  # the derived base obeys the same bounds
-    if cfg.vocab_size is None:
-        cfg.vocab_size = cfg.base
-        derived["vocab_size"] = f"--vocab_size (default: the base{', --m' if has_lcg and 'base' in derived else ''})"
-    elif cfg.vocab_size < cfg.base:  # as the original: the file name and the model get the base
-        log(f"note: --vocab_size {cfg.vocab_size} is smaller than the base {cfg.base}; using vocab_size {cfg.base}")
-        cfg.vocab_size = cfg.base
-    cfg.context_len = context_len(cfg.seq_len, cfg.digits)
-    check_memory(cfg, name, device_is_cuda(cfg.device))
-    max_value = max(c.max_output(cfg.m) for c in combos)
-    check_vocab(max_value, cfg.base, cfg.digits, cfg.vocab_size, what=f"{cfg.type} (m={cfg.m})")
-    if cfg.use_wandb:
-        require_wandb()
-    cfg.world_size = world_size
-    cfg.effective_batch = cfg.batch_size * cfg.grad_acc_steps * world_size
-    n_train = len(combos) * cfg.n_a * cfg.n_c * cfg.n_example
-    if n_train > INT64_MAX:
-        raise ValueError(f"--n_example {cfg.n_example}: the training set of {n_train} sequences (types x n_a x n_c x "
-                         f"n_example) cannot be indexed in int64")
-    if n_train < cfg.batch_size * world_size:
-        raise ValueError(f"--batch_size {cfg.batch_size}: the training set has {n_train} sequences (types x n_a x "
-                         f"n_c x n_example), fewer than one batch of {cfg.batch_size} x {world_size} process(es)")
-    return cfg
+# Every check and derivation, before anything is built (utils/settings.py, shared with analyze.py).
+setup_config = settings.setup_single
 
 
 def base_name(cfg) -> str:
@@ -125,7 +74,6 @@ class SingleModulusTask(Task):
             return {**self.evaluate_dataset(model, self.test_ds, positions=True), "per_type": {}}
         # One pass over the combined test set also gives each type's metrics (a row's type follows from
         # its index): the same sequences as test_ds.for_combo(j), without evaluating them a second time.
-        from utils.data import eval_shards
         shards = eval_shards(len(self.test_ds), self.cfg.batch_size, self.info.rank, self.info.world_size)
         test = evaluate(model, self.test_ds, shards, info=self.info, dtype=self.cfg.amp_dtype, digits=self.cfg.digits,
                         positions=True, per_combo=True)
@@ -179,9 +127,7 @@ def main(argv=None) -> int:
     try:
         setup_config(cfg, distributed.launch_env()[2])
         requested_threads = threads.requested_threads()
-        ex_a, ex_c = load_exclusions(cfg.exclude_ac_paths).for_modulus(cfg.m)
-        split = split_ac(cfg.m, cfg.n_a, cfg.n_c, cfg.n_test_a, cfg.n_test_c, np.random.default_rng(cfg.data_seed),
-                         ex_a, ex_c)
+        split = settings.ac_splits(cfg)[cfg.m]
         info = distributed.setup(cfg.device)
     except ValueError as err:
         fail(str(err))
@@ -195,9 +141,8 @@ def main(argv=None) -> int:
         threads.use_threads(info, requested_threads, run.ckpt, log)
         seed_everything(cfg.main_seed)
         t0 = time.perf_counter()
-        make = lambda a, c, n_ex: PRNGDataset(cfg.m, cfg.combos, a, c, n_ex, cfg.seq_len, cfg.base, cfg.digits,
-                                              cfg.data_seed)
-        train_ds, test_ds = make(split.train_a, split.train_c, cfg.n_example), make(split.test_a, split.test_c, 1)
+        train_sets, test_sets = settings.datasets(cfg, {cfg.m: split})
+        train_ds, test_ds = train_sets[cfg.m], test_sets[cfg.m]
         per_type = {}
         if len(cfg.combos) > 1:
             order = sorted(range(len(cfg.combos)), key=lambda j: test_ds.combos[j].label)
@@ -240,7 +185,7 @@ def main(argv=None) -> int:
 def correctness_passes(cfg, task, train_ds, model, info) -> dict:
     """Per-token-position accuracy, as the original: 4096 seeded-random training sequences, the whole test
     set, and each type's test set."""
-    rng = np.random.default_rng([cfg.main_seed, 8_2])
+    rng = correctness_sample_rng(cfg.main_seed)
     train_idx = np.sort(rng.choice(len(train_ds), size=min(4096, len(train_ds)), replace=False))
     lo, hi = len(train_idx) * info.rank // info.world_size, len(train_idx) * (info.rank + 1) // info.world_size
     mine = train_idx[lo:hi]

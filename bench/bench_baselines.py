@@ -21,7 +21,7 @@ from utils.params import split_ac  # noqa: E402
 MODULI = (2**10, 2**12)
 N_TEST_A = N_TEST_C = 8
 SEQ_LEN = 64
-TARGET_S = 60.0  # m = 2^10, all seven types (the bound on 2 cores)
+TARGET_S = 60.0  # m = 2^10, all seven types: the bound asked of the baselines on 2 cores
 
 
 def combos(m: int) -> list[Combo]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 14, in one command on any CUDA machine (about 8 minutes on one H100; each
+# The GPU check, in one command on any CUDA machine (about 8 minutes on one H100; each
 # step has a time limit, 13.5 minutes in all):
 #
 #   bash bench/gpu_check.sh [output folder, default results/gpu_check]

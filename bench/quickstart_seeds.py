@@ -30,6 +30,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils.int_list import parse_int_list  # noqa: E402
+
 TRAIN_SCRIPTS = ("prng_train_lowmem.py", "curriculum_lowmem.py")
 
 
@@ -52,19 +56,6 @@ def readme_command(readme: str = os.path.join(ROOT, "README.md")) -> list[str]:
             if os.path.basename(word) in TRAIN_SCRIPTS and i > 0 and os.path.basename(words[i - 1]).startswith("python"):
                 return words[i - 1:]
     raise ValueError(f"no `python {' or '.join(TRAIN_SCRIPTS)}` in the README's command 1: {command.strip()}")
-
-
-def parse_ints(text: str) -> list[int]:
-    """'1-5' or '1,3,7' or '1-3,9'."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    return out
 
 
 def read_curve(results_dir: str, modulus: int | None = None) -> list[tuple[int, float]]:
@@ -136,7 +127,11 @@ def main(argv=None) -> int:
         command = readme_command()
     if os.path.basename(command[0]).startswith("python") and not os.path.isfile(os.path.join(ROOT, command[0])):
         command = [sys.executable] + command[1:]  # `python` or a .venv not made here: this interpreter
-    pairs = [(s, d) for d in parse_ints(args.data_seeds) for s in parse_ints(args.seeds)]
+    try:  # utils/int_list.py's grammar, with ranges: '1-5', '1,3,7', '1-3,9'
+        pairs = [(s, d) for d in parse_int_list(args.data_seeds, "--data_seeds", ranges=True)
+                 for s in parse_int_list(args.seeds, "--seeds", ranges=True)]
+    except ValueError as err:
+        p.error(str(err))
     print("command:", shlex.join(command), flush=True)
     with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_one, command, s, d, args.results_dir, args.threads, args.modulus, args.threshold,

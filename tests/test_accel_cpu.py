@@ -1,4 +1,4 @@
-"""The accelerator path, as far as it runs on a CPU, in the normal suite (issue 14): device choice per
+"""The accelerator path, as far as it runs on a CPU, in the normal suite: device choice per
 rank, the CPU pinning of the suite, torch.compile (inductor's CPU backend) and bf16 autocast end to end
 with checkpoint -> resume, torchrun with compile, the fused AdamW update, and compiled checkpoints
 loading into uncompiled models. The CUDA-only checks are in tests/test_cuda.py."""

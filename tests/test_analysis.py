@@ -15,10 +15,13 @@ import pytest
 import torch
 
 import analyze as analyze_cli
-from tests.helpers import clean_env
-from utils import prng
-from utils.analysis import baselines, positions
-from utils.params import multiplier_count, multiplier_step
+import curriculum_lowmem
+import prng_train_lowmem
+from tests.helpers import clean_env, read_eval
+from utils import prng, settings
+from utils.analysis import baselines, loading, positions
+from utils.gpt2 import GPTConfig, build_model, strip_compile_prefix
+from utils.params import multiplier_count, multiplier_step, split_ac
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
@@ -220,6 +223,95 @@ def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
+# eval evaluates what training evaluated: the run's settings, split and sequences, derived by the
+# training's own code. Small vocabularies and 16 test sequences per curve make the model right at some
+# positions, so another test set would show in the numbers.
+
+SMALL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "3",
+         "--n_c", "3", "--n_test_a", "4", "--n_test_c", "4", "--lr_trgt", "0.01", "--eval_interval", "2",
+         "--save_checkpoints", "--device", "cpu"]
+REPRODUCED = {  # case -> the training flags over SMALL (single-modulus script unless --custom_phases)
+    "LCG": ["--type", "LCG", "--m", 32],
+    "TLCG": ["--type", "TLCG", "--m", 256, "--bits_to_keep", 2],
+    "RS": ["--type", "RS", "--m", 256, "--control_bits", 1, "--bits_to_keep", 2],
+    "RR": ["--type", "RR", "--m", 256, "--control_bits", 1, "--bits_to_keep", 2],
+    "XSHRR": ["--type", "XSHRR", "--m", 256, "--control_bits", 1, "--bits_to_keep", 2],
+    "XSHRS": ["--type", "XSHRS", "--m", 256, "--control_bits", 1, "--bits_to_keep", 3],
+    "XSLRR": ["--type", "XSLRR", "--m", 64, "--control_bits", 2],
+    "plus_joined": ["--type", "TLCG+XSLRR", "--m", 64, "--control_bits", "1,2", "--bits_to_keep", 3],
+    "curriculum": ["--type", "XSLRR", "--moduli", "64,256", "--control_bits", 1,
+                   "--custom_phases", '[{"phase_steps": 2, "end_weights": [1, 1]}]'],
+    "abacus": ["--type", "TLCG", "--m", 256, "--bits_to_keep", 2, "--base", 2, "--digits", 2, "--no_rope"],
+    "learned_positions": ["--type", "TLCG", "--m", 256, "--bits_to_keep", 2, "--no_rope"],
+}
+
+
+@pytest.mark.parametrize("case", REPRODUCED)
+def test_eval_of_the_final_checkpoint_reproduces_the_runs_last_evaluation(case, tmp_path, capsys):
+    flags = [str(f) for f in REPRODUCED[case]]
+    curriculum = "--custom_phases" in flags
+    script = curriculum_lowmem if curriculum else prng_train_lowmem
+    steps = [] if curriculum else ["--num_steps", "2", "--warm_steps", "0"]
+    assert script.main([*SMALL, *flags, *steps, "--results_dir", str(tmp_path / "run")]) == 0
+    assert analyze_cli.main(["eval", one(tmp_path / "run", "*checkpoint_*_step2.pt"), "--device", "cpu",
+                             "--no_rollout", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    model = curves(tmp_path / "a").query("source == 'model'")
+    with np.load(one(tmp_path / "run", "positions_*.npz")) as saved:
+        positions_row = {key: saved[key][-1] for key in saved.files if key != "step"}
+    if curriculum:
+        last = pd.read_csv(one(tmp_path / "run", "XSLRR_*.csv")).iloc[-1]
+        expected = {(m, f"test_m{m}"): last[f"test_last_acc_m{m}"] for m in (64, 256)}
+    else:
+        last = read_eval(one(tmp_path / "run", "eval_*.tab")).iloc[-1]
+        if "plus_joined" == case:  # each type's numbers, and together the run's test_last_acc
+            per_type = pd.read_csv(one(tmp_path / "run", "per_type_eval_*.csv")).iloc[-1]
+            expected = {(64, label): per_type[f"{label}_last_acc"] for label in ("TLCG", "XSLRR_cb1", "XSLRR_cb2")}
+        else:
+            expected = {(int(flags[flags.index("--m") + 1]), "test"): last.test_last_acc}
+    assert len(model.groupby(["m", "label"])) == len(expected)
+    right = 0
+    for (m, key), last_accuracy in expected.items():
+        curve = model[(model.m == m) & ((model.label == key) | (key.startswith("test")))].sort_values("position")
+        assert curve.accuracy.iloc[-1] == last_accuracy, (m, key)
+        np.testing.assert_array_equal(curve.accuracy.to_numpy(), positions_row[key])
+        right += int(round((curve.accuracy * curve.sequences).sum()))
+    if case == "plus_joined":  # the three types' last numbers together are the run's own test_last_acc
+        lasts = model[model.position == 8]
+        assert (lasts.accuracy * lasts.sequences).sum() / lasts.sequences.sum() == last.test_last_acc
+    assert right > 0  # right somewhere: the comparison can tell test sets apart
+
+
+@pytest.mark.parametrize("flags", [
+    ["--type", "lcg", "--m", "200", "--digits", "2", "--no_rope"],  # base 2^k = 256, not m: the original's test for LCG
+    ["--type", "LCG+XSLRR", "--m", "256"],  # no control bits: XSLRR takes 0, as training did
+    ["--type", "XSLRR", "--m", "256", "--control_bits", "1"],  # k = n//2, base 2^k
+    ["--type", "TLCG", "--m", "256", "--bits_to_keep", "3", "--base", "4", "--digits", "2", "--no_rope"],
+], ids=["lcg", "joined_without_control_bits", "xslrr", "tlcg_base_4"])
+def test_a_file_without_config_gets_the_training_scripts_test_set_from_the_same_flags(flags):
+    sizes = ["--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4", "--n_c", "4",
+             "--n_test_a", "2", "--n_test_c", "3"]
+    cfg = prng_train_lowmem.setup_config(prng_train_lowmem.build_parser().parse_args([*flags, *sizes]), 1,
+                                         log=lambda *a: None)
+    _, trained_on = settings.datasets(cfg, settings.ac_splits(cfg))  # what the script evaluates on
+    model = build_model(GPTConfig.for_run(cfg), cfg.no_rope)
+    given = dict(zip(flags[::2], flags[1::2]))  # analyze.py's flags: what a params file cannot tell
+    as_flags = {"n_head": 2, "m": int(given["--m"]), "seq_len": 9, "n_a": 4, "n_c": 4, "type": given["--type"],
+                "control_bits": given.get("--control_bits"), "digits": int(given.get("--digits", 1)),
+                "base": int(given["--base"]) if "--base" in given else None,
+                "bits_to_keep": int(given["--bits_to_keep"]) if "--bits_to_keep" in given else None}
+    loaded = loading.settings_from(loading.infer_shape(model.state_dict()), None, as_flags)
+    sets = loading.eval_sets(loaded, n_test_a=2, n_test_c=3, log=lambda *a: None)
+    test = trained_on[cfg.m]
+    assert [s.label for s in sets] == [c.label for c in cfg.combos]
+    for j, s in enumerate(sets):
+        mine = test.for_combo(j)
+        assert (s.dataset.base, s.dataset.digits, s.combo) == (cfg.base, cfg.digits, cfg.combos[j])
+        everything = np.arange(len(mine))
+        assert torch.equal(s.dataset.batch(everything)[0], mine.batch(everything)[0])
+
+
+# --------------------------------------------------------------------------------------------------
 # curves
 
 def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run, tmp_path, capsys):
@@ -359,8 +451,6 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
 # curriculum files
 
 def test_eval_reads_a_curriculum_model_file(tmp_path):
-    from utils.analysis import loading
-    from utils.params import split_ac
     d = tmp_path / "cur"
     run("curriculum_lowmem.py", "--moduli", "256,64", "--custom_phases", '[{"phase_steps": 4, "end_weights": [1, 1]}]',
         *TINY[:18], "--eval_interval", 2, "--save_params", "--results_dir", d)
@@ -411,16 +501,14 @@ def test_family_baseline_refuses_an_enumeration_too_large_for_memory():
 
 @pytest.mark.parametrize("digits,positions_kind", [(1, "learned"), (2, "abacus")])
 def test_model_shape_comes_from_the_weights(digits, positions_kind):
-    from utils.analysis import loading
-    from utils.gpt2 import GPTConfig, build_model
     model = build_model(GPTConfig(block_size=17 * digits - 1, vocab_size=24, n_layer=3, n_head=2, n_embd=16,
                                   digits=digits), no_rope=True)
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
-    shape = loading.infer_shape(loading.strip_compile_prefix(state))
+    shape = loading.infer_shape(strip_compile_prefix(state))
     assert (shape.vocab_size, shape.n_embd, shape.n_layer, shape.positions) == (24, 16, 3, positions_kind)
     settings = loading.settings_from(shape, None, {"n_head": 2, "m": 16, "type": "TLCG", "bits_to_keep": 3})
     assert settings.digits == digits and settings.seq_len == 17 and settings.block_size == 17 * digits - 1
-    rebuilt = loading.build(shape, settings, loading.strip_compile_prefix(state), torch.device("cpu"))
+    rebuilt = loading.build(shape, settings, strip_compile_prefix(state), torch.device("cpu"))
     x = torch.randint(0, 24, (2, 17 * digits - 1))
     torch.testing.assert_close(rebuilt(x)[0], model(x)[0])
 

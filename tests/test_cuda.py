@@ -1,4 +1,4 @@
-"""The CUDA path on a real GPU (issue 14): both scripts on cuda with bf16 autocast, compile on and off and
+"""The CUDA path on a real GPU: both scripts on cuda with bf16 autocast, compile on and off and
 fused AdamW; data made on the GPU equal to the CPU's bit for bit; bf16 + compile learning as well as
 float32; checkpoint -> resume on the GPU; checkpoints moving between GPU and CPU; NCCL.
 

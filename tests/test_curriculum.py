@@ -1,9 +1,10 @@
 """Curriculum training: configuration, modulus weights, per-phase LR, data, outputs, pretrained starts.
 
-Configuration is checked through the script's own `load_config`/`setup_config`/`split_moduli`, which
-build nothing heavy. Runs are in-process (`curriculum_lowmem.main([...])`) with tiny models; one
-subprocess checks what a user sees when a config is bad. The README YAML runs once with its own
-5000-update phases (sizes shrunk on the command line) and is the loop-level LR check.
+Configuration is checked through the script's own `load_config`/`setup_config` and the run's splits
+(utils/settings.py `ac_splits`), which build nothing heavy. Runs are in-process
+(`curriculum_lowmem.main([...])`) with tiny models; one subprocess checks what a user sees when a config
+is bad. The README YAML runs once with its own 5000-update phases (sizes shrunk on the command line) and
+is the loop-level LR check.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from scipy.stats import chisquare
 
 import curriculum_lowmem
 import prng_train_lowmem
+from utils import settings
 from utils.curriculum import ModulusSampler
 from utils.data import eval_shards
 from utils.distributed import DistInfo
@@ -140,7 +142,7 @@ def assert_one_line_error(capsys, code, *fragments):
 # --------------------------------------------------------------------------------------------------
 # Configuration: YAML schema, flags, precedence (a flag written on the command line wins), casting, validation.
 
-def test_readme_yaml_reads_as_the_spec_describes():
+def test_readme_yaml_reads_as_the_original_read_it():
     cfg = configure(["--config", README_YAML])
     assert cfg.moduli == [65536, 262144] and cfg.bits_to_keep == [8, 9]
     assert (cfg.type, cfg.control_bits, cfg.base, cfg.vocab_size, cfg.seq_len) == ("XSLRR", "3", 1024, 1024, 513)
@@ -215,7 +217,7 @@ def test_checkpoint_keys_are_read_under_output_and_under_training(tmp_path, sect
     assert cfg.save_checkpoints is True and cfg.checkpoint_interval == 3
 
 
-SPEC_6_3_DEFAULTS = {
+ORIGINAL_FLAG_DEFAULTS = {  # the original's curriculum flags and their defaults
     "config": None, "type": "LCG", "moduli": "256,1024,4096", "control_bits": "0", "vocab_size": None,
     "seq_len": 513, "n_a": 32, "n_c": 32, "n_test_a": 16, "n_test_c": 16, "n_example": 1, "base": None,
     "digits": 1, "n_layer": 2, "n_head": 2, "n_embd": 128, "transition_type": "linear",
@@ -227,10 +229,10 @@ SPEC_6_3_DEFAULTS = {
     "wandb_name": None, "wandb_tags": None, "wandb_notes": None, "wandb_offline": False, "wandb_api_key": None}
 
 
-def test_every_flag_of_spec_6_3_exists_with_its_default():
+def test_every_flag_of_the_original_curriculum_exists_with_its_default():
     parser = curriculum_lowmem.build_parser()
     defaults = vars(parser.parse_args([]))
-    for name, value in SPEC_6_3_DEFAULTS.items():
+    for name, value in ORIGINAL_FLAG_DEFAULTS.items():
         assert defaults[name] == value, (name, defaults[name], value)
     choices = next(a.choices for a in parser._actions if a.dest == "transition_type")
     assert sorted(choices) == ["cosine", "exp", "linear", "step"]
@@ -312,7 +314,7 @@ def test_malformed_config_fails_in_one_line_before_any_data_or_model(tmp_path, c
 
     def built(*a, **k):
         raise AssertionError("data or a model was built for a bad config")
-    monkeypatch.setattr(curriculum_lowmem, "PRNGDataset", built)
+    monkeypatch.setattr(settings, "PRNGDataset", built)
     monkeypatch.setattr(curriculum_lowmem, "build_model", built)
     text = yaml.safe_dump(config).replace("MISSING", str(tmp_path / "MISSING"))
     out = tmp_path / "out"
@@ -524,8 +526,8 @@ def test_each_modulus_has_its_own_seeded_split_and_bits(tmp_path):
                                                      curriculum={"moduli": [1024, 256], "bits_to_keep": [6, 4]},
                                                      seeds={"data_seed": 7}))
     cfg = configure(["--config", path])
-    splits = curriculum_lowmem.split_moduli(cfg)
-    train_sets, test_sets = curriculum_lowmem.build_data(cfg, splits)
+    splits = settings.ac_splits(cfg)
+    train_sets, test_sets = settings.datasets(cfg, splits)
     assert cfg.base == cfg.vocab_size == 64  # no base given: 2^bits of the widest output (README)
     for i, (m, k) in enumerate([(1024, 6), (256, 4)]):  # YAML order: index i seeds data_seed + 1000 i
         want = split_ac(m, 6, 5, 2, 2, np.random.default_rng(7 + 1000 * i))
@@ -620,7 +622,7 @@ def test_csv_columns_rows_alpha_and_lr(files_run):
 def test_per_modulus_test_metrics_are_exact(files_run):
     out, path = files_run
     cfg = configure(["--config", path])
-    _, test_sets = curriculum_lowmem.build_data(cfg, curriculum_lowmem.split_moduli(cfg))
+    _, test_sets = settings.datasets(cfg, settings.ac_splits(cfg))
     model = build_model(GPTConfig(block_size=8, vocab_size=1024, n_layer=1, n_head=2, n_embd=32), False)
     model.load_state_dict(load(out / f"multi_curriculum_model_lazy_{FILES_BASE}.pt")["model_state_dict"])
     last = pd.read_csv(out / f"{FILES_BASE}.csv").iloc[-1]
@@ -782,7 +784,7 @@ def test_pretrained_load_problems_are_one_line_errors(tmp_path, capsys):
 
 def curriculum_splits(*extra, folder):
     path = write_yaml(folder / "c.yaml", tiny_yaml())
-    return curriculum_lowmem.split_moduli(configure(["--config", path, *extra]))
+    return settings.ac_splits(configure(["--config", path, *extra]))
 
 
 def used(split):

@@ -24,7 +24,7 @@ def test_tokens_are_digits_least_significant_first(base, digits):
     assert to_tokens(torch.from_numpy(values), base, digits).tolist() == expected
 
 
-def test_tokens_of_the_spec_example():
+def test_tokens_of_the_originals_lcg_example():
     assert to_tokens(np.array([[9124, 8813]]), 256, 2).tolist() == [[164, 35, 109, 34]]
 
 
@@ -108,8 +108,6 @@ def test_xspcgs_raises_when_a_subtype_other_than_xshrs_is_invalid():
     ("RS", "2", 12, "n >= k + cb + 2^cb - 1"),
     ("XSLRR", "", 8, "--control_bits is required for XSLRR"),
     ("RR", " ", 8, "--control_bits is required for RR"),
-    ("LCG", "3", None, "LCG has no control bits"),
-    ("TLCG", "1", 8, "TLCG has no control bits"),
     ("PCG64", "3", 8, "unknown generator type"),
     ("XSLRR+XSLRR", "3", 8, "repeats a combination"),
 ])
@@ -118,9 +116,11 @@ def test_bad_type_and_control_bits_raise(types, cbs, k, message):
         parse_combos(types, cbs, 2**16, k)
 
 
-def test_lcg_and_tlcg_need_no_control_bits():
+def test_lcg_and_tlcg_need_no_control_bits_and_never_carry_any():
     assert labels(parse_combos("LCG", "", 2**16, None)) == ["LCG"]
     assert labels(parse_combos("TLCG", "0", 2**16, 8)) == ["TLCG"]
+    # Values given with them alone are not theirs (settings.control_bits_for says so in one line)
+    assert parse_combos("LCG+TLCG", "3", 2**16, 8) == [Combo("LCG", 0, None), Combo("TLCG", 0, 8)]
 
 
 # ---------------------------------------------------------------------------------------------------

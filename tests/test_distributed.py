@@ -185,7 +185,7 @@ def test_accumulation_all_reduces_once_per_update(tmp_path):
             ddp.register_comm_hook(None, hook)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             loop = trainer.LoopConfig(num_steps=4, grad_acc_steps=G, eval_interval=100, checkpoint_interval=100,
-                                      save_checkpoints=False, eval_at_start=False, dtype=torch.float32, digits=1)
+                                      save_checkpoints=False, dtype=torch.float32, digits=1)
             state = trainer.train(model, ddp, optimizer, CountingTask(4, 8), loop, DistInfo(), trainer.TrainState(),
                                   log=lambda *a: None)
             assert state.update == 4 and state.micro_step == 4 * G

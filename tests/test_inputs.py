@@ -9,9 +9,11 @@ Runs are in-process (`main(argv)`), so a case costs milliseconds; one subprocess
 what a user sees.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +25,9 @@ import yaml
 
 import curriculum_lowmem
 import prng_train_lowmem
-from utils.config import INT64_MAX, int_expr
+from utils import config, settings
+from utils.curriculum_config import TOP_LEVEL, YAML_SCHEMA
+from utils.int_list import INT64_MAX, int_expr, parse_int_list
 from utils.gpt2 import GPTConfig, build_model
 from tests.helpers import clean_env
 
@@ -249,9 +253,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(files, capsys, monkeyp
 
     def built(*a, **k):
         raise AssertionError("data or a model was built for bad input")
+    monkeypatch.setattr(settings, "PRNGDataset", built)  # every dataset of both scripts is made there
     for module in (prng_train_lowmem, curriculum_lowmem):
-        monkeypatch.setattr(module, "PRNGDataset", built, raising=False)
-        monkeypatch.setattr(module, "build_model", built, raising=False)
+        monkeypatch.setattr(module, "build_model", built)
     before = fingerprint(files["RESULTS"])
     previous = signal.signal(signal.SIGALRM, _hung)
     signal.alarm(CASE_SECONDS)
@@ -306,6 +310,19 @@ def test_integer_expressions_evaluate_as_python_does(text, value):
 def test_integer_expressions_out_of_range_or_malformed_are_refused(text):
     with pytest.raises(ValueError):
         int_expr(text)
+
+
+def test_one_grammar_reads_every_integer_list_and_keeps_what_each_flag_took():
+    assert parse_int_list("256, 2**10,0x1000,1_024,", "--moduli") == [256, 1024, 4096, 1024]  # empty entries skipped
+    assert parse_int_list("0b101,0o17,-3,010", "--a") == [5, 15, -3, 10]  # analyze.py's int(v, 0) forms and more
+    assert parse_int_list("1-3,9,2**3", "--seeds", ranges=True) == [1, 2, 3, 9, 8]  # the benchmarks' seed ranges
+    assert parse_int_list("1-3,2**3-1", "--m") == [-2, 7]  # without ranges, '-' is a difference
+    assert parse_int_list(None, "--a") is None
+    for text, ranges, fragment in [("", False, "--a is empty"), (" , ", False, "--a is empty"),
+                                   ("5-1", True, "upwards"), ("1-99999", True, "fewer than"),
+                                   ("abc", False, "'abc'"), ("0x", False, "'0x'"), ("1__0", False, "'1__0'")]:
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            parse_int_list(text, "--a", ranges=ranges)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,6 +385,22 @@ def test_lower_case_lcg_takes_the_base_2_to_the_k_as_the_original(capsys):
     assert "default base" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("types", ["LCG", "TLCG", "LCG+TLCG"])
+def test_control_bits_given_with_lcg_or_tlcg_alone_are_not_used_by_either_script(types, capsys):
+    # Both originals ran the plain generator then: the single-modulus one without a word, the curriculum
+    # after replacing the value with 0 (its names and saved config show 0). Both say so here, in one line.
+    single, plain = single_config("--type", types, "--control_bits", "3"), single_config("--type", types)
+    assert single.combos == plain.combos and [c.label for c in single.combos] == types.split("+")
+    assert single.control_bits == "3"  # as written, as the original kept it (names of `lcg` show it)
+    curriculum = curriculum_config("--type", types, "--control_bits", "3")
+    assert curriculum.combos_by_m == curriculum_config("--type", types).combos_by_m
+    assert curriculum.control_bits == ("3" if "+" in types else "0")
+    out = capsys.readouterr().out
+    assert out.count(f"note: {types} has no control bits: control_bits '3' is not used") == 2
+    single_config("--type", types, "--control_bits", "0")
+    assert "no control bits" not in capsys.readouterr().out
+
+
 def test_pretrained_model_of_another_depth_loads_its_matching_tensors(tmp_path, capsys):
     from utils.pretrained import load_pretrained
     shape = dict(block_size=8, vocab_size=256, n_head=2, n_embd=32)
@@ -422,7 +455,6 @@ def test_saved_curriculum_config_carries_the_original_key_names(tmp_path):
 
 
 def test_docs_parameters_is_the_table_and_names_every_flag_and_yaml_key():
-    from utils import config, curriculum
     with open(os.path.join(REPO, "docs", "parameters.md")) as fh:
         doc = fh.read()
     assert doc == config.markdown(), "regenerate: python -m utils.config > docs/parameters.md"
@@ -430,11 +462,19 @@ def test_docs_parameters_is_the_table_and_names_every_flag_and_yaml_key():
         for action in script.build_parser()._actions:
             for flag in action.option_strings:
                 assert flag in ("-h", "--help", "--config") or f"`{flag}`" in doc, (script.__name__, flag)
-    for section, keys in curriculum.YAML_SCHEMA.items():
+    for section, keys in YAML_SCHEMA.items():
         for key in keys:
             assert f"`{section}.{key}`" in doc, (section, key)
-    for key in curriculum.TOP_LEVEL:
+    for key in TOP_LEVEL:
         assert f"`{key}`" in doc
+
+
+def test_each_scripts_typed_config_declares_every_parameter_with_the_tables_default():
+    for script, cls in config.CONFIG_CLASSES.items():
+        declared = {f.name: f for f in dataclasses.fields(cls)}
+        for p in config.configured(script):
+            assert p.name in declared, (script, p.name)
+            assert declared[p.name].default == p.for_script("default", script), (script, p.name)
 
 
 def test_one_table_gives_both_parsers_and_the_yaml_their_defaults():
@@ -445,7 +485,6 @@ def test_one_table_gives_both_parsers_and_the_yaml_their_defaults():
         (1, 1e-3, 0.5, "results/train")
     assert (curriculum["n_layer"], curriculum["lr_trgt"], curriculum["weight_decay"], curriculum["results_dir"]) == \
         (2, 1e-4, 0.1, "results/multi_curriculum_lazy")
-    from utils.curriculum import YAML_SCHEMA
     assert YAML_SCHEMA["output"]["results_dir"] == ("results_dir", "str", "results/multi_curriculum")
     for section in YAML_SCHEMA.values():  # apart from results_dir, the YAML's defaults are the flags'
         for attr, _, default in section.values():

@@ -15,7 +15,7 @@ from utils.prng import KINDS, bit_length, effective_bits, generate, max_output, 
 # ---------------------------------------------------------------------------------------------------
 # The original's samples, from the start state s0 it drew.
 
-SPEC_SAMPLES = [
+ORIGINAL_SAMPLES = [
     # kind, m, cb, k, a, c, s0, first 12 tokens (digits 1: tokens are the outputs)
     ("XSLRR", 2**18, 3, 9, 65541, 261133, 173557, [332, 237, 313, 259, 112, 54, 44, 464, 499, 80, 125, 150]),
     ("XSHRR", 2**16, 3, 8, 4101, 12345, 43188, [159, 235, 159, 201, 243, 38, 102, 15, 170, 119, 122, 171]),
@@ -26,13 +26,13 @@ SPEC_SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize("kind, m, cb, k, a, c, s0, tokens", SPEC_SAMPLES, ids=[s[0] for s in SPEC_SAMPLES])
-def test_spec_reference_samples(kind, m, cb, k, a, c, s0, tokens):
+@pytest.mark.parametrize("kind, m, cb, k, a, c, s0, tokens", ORIGINAL_SAMPLES, ids=[s[0] for s in ORIGINAL_SAMPLES])
+def test_the_originals_samples(kind, m, cb, k, a, c, s0, tokens):
     assert generate(kind, m, a, c, s0, 12, control_bits=cb, bits_to_keep=k).tolist() == tokens
     assert reference_sequence(kind, m, a, c, s0, 12, cb, k) == tokens
 
 
-def test_spec_reference_sample_lcg_base256_two_digits():
+def test_the_originals_lcg_sample_in_two_base_256_digits():
     values = generate("LCG", 2**16, 4101, 12345, 175, 513)
     assert values[0] == 9124  # the first output is s1 = (a*s0 + c) mod m, never s0
     tokens = reference_tokens(values.tolist(), base=256, digits=2)

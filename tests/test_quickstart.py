@@ -57,7 +57,7 @@ def test_readme_command_one_parses_and_validates():
         cfg = curriculum_lowmem.load_config(argv)
         curriculum_lowmem.setup_config(cfg, 1, log=lambda *a, **k: None)
         m = max(cfg.moduli)
-    # the target: an LCG with m >= 256, tested on unseen (a, c)
+    # the quickstart's promise: an LCG with m >= 256, tested on unseen (a, c)
     assert m >= 256
 
 

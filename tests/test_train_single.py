@@ -113,7 +113,7 @@ def files_run(tmp_path_factory):
     return out, first, listing_after_first, again
 
 
-def test_file_names_follow_spec_9_1(files_run):
+def test_file_names_are_the_originals(files_run):
     out, _, first_listing, _ = files_run
     assert first_listing == {
         f"eval_{FILES_BASE}.tab", f"params_{FILES_BASE}.pth", f"correctness_{FILES_BASE}.npz",

@@ -1,232 +1,25 @@
-"""Bounds on the configuration that follow from the machine and the data, checked before anything is
-built, and the bounded integer-expression parser of `--moduli` / `--bits_to_keep`.
+"""The configuration a run is given: the parameter table (every flag and YAML key of both scripts, once),
+each script's typed configuration, its argument parser, and docs/parameters.md.
 
-Every check raises ValueError with one line naming the flag (or YAML key) and the value; the scripts
-turn that into `error: ...` and exit status 2.
+What the configuration implies (k, base, vocabulary, the data): utils/settings.py. The curriculum's YAML
+file and its merge with flags: utils/curriculum_config.py. Bounds checked at start-up: utils/bounds.py.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import re
 import sys
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
+from .int_list import INT64_MAX
+
 EXIT_BAD_INPUT = 2
-INT64_MAX = 2**63 - 1  # generator states, a, c and token values live in int64
-MAX_EXPR_CHARS = 200  # one --moduli entry; far longer than any real one
-MAX_EXPR_DEPTH = 32  # nested parentheses
-# Activations of a micro-batch live on one device. With CUDA the device's size is not asked for before
-# the run starts (that would open a CUDA context on GPU 0 in every process of a distributed job), so a
-# bound above every accelerator sold today stands in for it: the check catches impossible sizes only.
-LARGEST_DEVICE_BYTES = 256 * 2**30
 
 
 # --------------------------------------------------------------------------------------------------
-# Integer expressions: numbers, **, *, +, -, parentheses; every intermediate result below 2^63.
-
-_TOKEN = re.compile(r"\s*(?:(\d+)|(\*\*|[-+*()]))")
-
-
-class _Expr:
-    def __init__(self, text: str):
-        self.tokens, pos, text = [], 0, text.strip()
-        while pos < len(text):
-            match = _TOKEN.match(text, pos)
-            if not match or match.end() == pos:
-                raise ValueError(f"unexpected {text[pos:pos + 10]!r}")
-            self.tokens.append(int(match.group(1)) if match.group(1) else match.group(2))
-            pos = match.end()
-        self.i, self.depth = 0, 0
-
-    def peek(self):
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self):
-        token = self.peek()
-        self.i += 1
-        return token
-
-    @staticmethod
-    def capped(value: int) -> int:  # intermediate results up to 2^64, so that 2**63-1 can be written
-        if abs(value) > 2**64:
-            raise ValueError("a result reaches 2^63 or more")
-        return value
-
-    def expr(self) -> int:  # term (('+' | '-') term)*
-        value = self.term()
-        while self.peek() in ("+", "-"):
-            op, right = self.take(), self.term()
-            value = self.capped(value + right if op == "+" else value - right)
-        return value
-
-    def term(self) -> int:  # unary ('*' unary)*
-        value = self.unary()
-        while self.peek() == "*":
-            self.take()
-            value = self.capped(value * self.unary())
-        return value
-
-    def unary(self) -> int:  # '-' unary | '+' unary | power
-        if self.peek() in ("-", "+"):
-            sign = -1 if self.take() == "-" else 1
-            return sign * self.unary()
-        return self.power()
-
-    def power(self) -> int:  # atom ('**' unary)?  (right-associative; -2**2 = -4 as in Python)
-        base = self.atom()
-        if self.peek() != "**":
-            return base
-        self.take()
-        exponent = self.unary()
-        if exponent < 0:
-            raise ValueError("a negative exponent")
-        if abs(base) >= 2 and exponent > 64:  # |base|^65 > 2^64: too large, known before computing it
-            raise ValueError("a result reaches 2^63 or more")
-        return self.capped(base**exponent)
-
-    def atom(self) -> int:
-        token = self.take()
-        if isinstance(token, int):
-            return self.capped(token)
-        if token == "(":
-            self.depth += 1
-            if self.depth > MAX_EXPR_DEPTH:
-                raise ValueError("parentheses nested too deeply")
-            value = self.expr()
-            if self.take() != ")":
-                raise ValueError("a '(' without ')'")
-            self.depth -= 1
-            return value
-        raise ValueError("a number is missing" if token is None else f"unexpected {token!r}")
-
-
-def int_expr(text: str) -> int:
-    """Evaluate '2**18', '3*2**10+1', '(2**4)**2' exactly; every result stays below 2^63, so the
-    work is bounded whatever the input. Raises ValueError."""
-    if len(text) > MAX_EXPR_CHARS:
-        raise ValueError(f"longer than {MAX_EXPR_CHARS} characters")
-    parser = _Expr(text)
-    if not parser.tokens:
-        raise ValueError("empty")
-    value = parser.expr()
-    if parser.peek() is not None:
-        raise ValueError(f"unexpected {parser.peek()!r}")
-    if abs(value) > INT64_MAX:
-        raise ValueError("a result reaches 2^63 or more")
-    return value
-
-
-def parse_int_list(text, flag: str) -> list[int]:
-    """'256,1024,2**12' -> [256, 1024, 4096] (numbers, **, *, +, -, parentheses)."""
-    values = []
-    for part in str(text).split(","):
-        try:
-            values.append(int_expr(part))
-        except ValueError as err:
-            raise ValueError(f"{flag}: cannot read {part.strip()[:40]!r} as an integer expression ({err}; "
-                             f"numbers, **, *, +, - and parentheses allowed, results below 2^63)") from None
-    return values
-
-
-# --------------------------------------------------------------------------------------------------
-# Bounds
-
-def check_int(name: str, value, lo: int = 1, hi: int = INT64_MAX) -> None:
-    if lo <= value <= hi:
-        return
-    if hi != INT64_MAX:
-        rule = f"in [{lo}, {hi}]"
-    else:
-        rule = f">= {lo}" if value < lo else "below 2^63 (it must fit int64)"
-    raise ValueError(f"{name} must be {rule}, got {value}")
-
-
-def check_float(name: str, value, lo: float = 0.0, below: float | None = None) -> None:
-    """A finite float >= lo (and < below when given)."""
-    if not math.isfinite(value) or value < lo or (below is not None and value >= below):
-        rule = f"in [{lo}, {below})" if below is not None else f"finite and >= {lo}"
-        raise ValueError(f"{name} must be {rule}, got {value}")
-
-
-def check_data_seeds(data_seed: int, name, n_moduli: int) -> None:
-    """The curriculum seeds modulus i's (a, c) with data_seed + 1000 i, which must fit int64 as the seed does."""
-    if data_seed + 1000 * (n_moduli - 1) > INT64_MAX:
-        raise ValueError(f"{name('data_seed')} {data_seed}: data_seed + 1000 x {n_moduli - 1} (the seed of the last "
-                         f"modulus) does not fit int64")
-
-
-def host_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on every platform: no bound then
-        return 2**62
-
-
-def model_parameters(*, vocab_size: int, n_embd: int, n_layer: int, block_size: int, no_rope: bool) -> int:
-    """Parameters of the GPT (token table, blocks of 12 n_embd^2 weights, learned positions without RoPE)."""
-    return vocab_size * n_embd + n_layer * 12 * n_embd * n_embd + (block_size * n_embd if no_rope else 0)
-
-
-def check_memory(cfg, name, device_is_cuda: bool) -> None:
-    """Refuse sizes that cannot be allocated: the model (built in host memory; weights, gradients and two
-    AdamW moments in float32 during training) and the activations of one micro-batch (at least the
-    float32 logits and 16 bytes per layer and embedding dimension for every token)."""
-    if cfg.vocab_size > INT64_MAX // max(cfg.n_embd, 1):
-        raise ValueError(f"{name('vocab_size')} {cfg.vocab_size} x {name('n_embd')} {cfg.n_embd} cannot be allocated")
-    params = model_parameters(vocab_size=cfg.vocab_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                              block_size=cfg.context_len, no_rope=cfg.no_rope)
-    host = host_memory_bytes()
-    if 16 * params > (host if not device_is_cuda else max(host, LARGEST_DEVICE_BYTES)) or 4 * params > host:
-        raise ValueError(f"the model ({name('vocab_size')} {cfg.vocab_size}, {name('n_embd')} {cfg.n_embd}, "
-                         f"{name('n_layer')} {cfg.n_layer}) has {params:,} parameters and needs "
-                         f"{16 * params / 1e9:.3g} GB to train; this machine has {host / 1e9:.3g} GB")
-    n_ac = cfg.n_a + cfg.n_c + cfg.n_test_a + cfg.n_test_c
-    if 16 * n_ac > host:  # the (a, c) lists, int64, and a working copy while they are drawn
-        raise ValueError(f"{name('n_a')} {cfg.n_a}, {name('n_c')} {cfg.n_c}, {name('n_test_a')} {cfg.n_test_a}, "
-                         f"{name('n_test_c')} {cfg.n_test_c}: the a and c lists need {16 * n_ac / 1e9:.3g} GB; "
-                         f"this machine has {host / 1e9:.3g} GB")
-    tokens = cfg.batch_size * cfg.context_len
-    activations = tokens * (4 * cfg.vocab_size + 16 * cfg.n_layer * cfg.n_embd)
-    limit = LARGEST_DEVICE_BYTES if device_is_cuda else host
-    if activations > limit:
-        raise ValueError(f"{name('batch_size')} {cfg.batch_size} x {name('seq_len')} {cfg.seq_len} x {name('digits')} "
-                         f"{cfg.digits}: one micro-batch of {tokens:,} tokens needs at least "
-                         f"{activations / 1e9:.3g} GB of activations, more than {limit / 1e9:.3g} GB "
-                         f"({'any accelerator' if device_is_cuda else 'host memory'})")
-
-
-def device_is_cuda(choice: str) -> bool:
-    """Whether the run will train on CUDA (`--device auto` means CUDA when one is available)."""
-    if choice == "cpu":
-        return False
-    import torch
-    return choice == "cuda" or torch.cuda.is_available()
-
-
-def check_common(cfg, script: str, name, log=print, n_data_seeds: int = 1) -> None:
-    """The table's bounds and the rules between values; `name(attr)` gives the flag or YAML key a
-    message names."""
-    check_bounds(cfg, script, name)
-    if cfg.base is not None and cfg.base ** (cfg.digits - 1) > INT64_MAX:  # every digit value base^i must fit
-        raise ValueError(f"{name('base')} {cfg.base} with {name('digits')} {cfg.digits}: base^(digits-1) "
-                         f"does not fit int64")
-    check_data_seeds(cfg.data_seed, name, n_data_seeds)
-    if cfg.lr_min > cfg.lr_trgt:  # the original has no such rule: the cosine then rises to lr_min
-        log(f"note: lr_min {cfg.lr_min} > lr_trgt {cfg.lr_trgt}: the cosine part of the schedule rises to lr_min")
-    if cfg.n_embd % cfg.n_head:
-        raise ValueError(f"{name('n_embd')} {cfg.n_embd} must be divisible by {name('n_head')} {cfg.n_head}")
-    if not cfg.no_rope and (cfg.n_embd // cfg.n_head) % 2:
-        raise ValueError(f"RoPE needs an even head size, got {name('n_embd')}/{name('n_head')} = "
-                         f"{cfg.n_embd // cfg.n_head} (or use no_rope)")
-
-
-# --------------------------------------------------------------------------------------------------
-# The parameter table: every flag and YAML key of both scripts, once. The argument parsers, the
-# curriculum's YAML schema, the bounds checked at start-up, --help and docs/parameters.md are made
-# from it, so a default or a rule cannot differ between two places.
+# The parameter table: every flag and YAML key of both scripts, once. The argument parsers, the typed
+# configurations' defaults, the curriculum's YAML schema, the bounds checked at start-up, --help and
+# docs/parameters.md are made from it, so a default or a rule cannot differ between two places.
 
 SINGLE, CURRICULUM = "single", "curriculum"  # prng_train_lowmem.py, curriculum_lowmem.py
 BOTH = (SINGLE, CURRICULUM)
@@ -278,8 +71,8 @@ PARAMS = (
       "(weights and bits_to_keep follow that order), the YAML's is used as written", scripts=(CURRICULUM,),
       yaml=("curriculum.moduli",), yaml_default=None, lo=1, hi=INT64_MAX, group="data", required=True),
     P("control_bits", "str", {SINGLE: "", CURRICULUM: "0"},
-      "an int or a comma list (PCG types); '' with LCG or TLCG in --type means 0", yaml=("data.control_bits",),
-      group="data"),
+      "an int or a comma list (PCG types; LCG and TLCG have none, and values given with them alone are not "
+      "used); '' with LCG or TLCG in --type means 0", yaml=("data.control_bits",), group="data"),
     P("bits_to_keep", {SINGLE: "int", CURRICULUM: "intlist"}, None,
       "k, output bits kept; default n = ceil(log2 m) (n//2 for XSLRR); curriculum: one per modulus",
       yaml=("curriculum.bits_to_keep",), lo=1, hi=63, group="data"),
@@ -386,11 +179,83 @@ def params_of(script: str) -> list[Param]:
     return [p for p in PARAMS if script in p.scripts]
 
 
+def configured(script: str) -> list[Param]:
+    """The parameters a script's configuration holds: its flags, and for the curriculum its YAML-only keys."""
+    return [p for p in PARAMS if script in p.scripts or (script == CURRICULUM and not p.scripts)]
+
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def _default(script: str, name: str):
+    """A field holding the table's default of `name` for `script` (the table stays the one home of defaults)."""
+    return dataclass_field(default=_BY_NAME[name].for_script("default", script))
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed configurations: one field per parameter of the script, its default from the table (a test keeps
+# the fields and the table equal), and what the script's start-up derives (utils/settings.py). RunConfig
+# holds what both scripts have with the same default; each script's class adds the rest.
+
+def _shared(name):
+    single, curriculum = _BY_NAME[name].for_script("default", SINGLE), _BY_NAME[name].for_script("default", CURRICULUM)
+    assert single == curriculum, name
+    return _default(SINGLE, name)
+
+
+def _single(name):
+    return _default(SINGLE, name)
+
+
+def _curriculum(name):
+    return _default(CURRICULUM, name)
+
+
 @dataclass
-class SingleDerived:
-    """What prng_train_lowmem.setup_config derives from the parameters (None until it has run)."""
-    type_list: list | None = None  # the '+'-joined types of --type
-    combos: list | None = None  # validated generator/control-bit combinations (utils.data.Combo)
+class RunConfig:
+    """What both scripts' configurations hold."""
+    # data
+    main_seed: int = _shared("main_seed")
+    data_seed: int = _shared("data_seed")
+    type: str = _shared("type")
+    vocab_size: int | None = _shared("vocab_size")
+    seq_len: int = _shared("seq_len")
+    base: int | None = _shared("base")
+    digits: int = _shared("digits")
+    n_a: int = _shared("n_a")
+    n_c: int = _shared("n_c")
+    n_test_a: int = _shared("n_test_a")
+    n_test_c: int = _shared("n_test_c")
+    n_example: int = _shared("n_example")
+    exclude_ac_paths: list[str] | None = _shared("exclude_ac_paths")
+    # model
+    no_rope: bool = _shared("no_rope")
+    # schedule and optimisation
+    lr_min: float = _shared("lr_min")
+    grad_acc_steps: int = _shared("grad_acc_steps")
+    beta1: float = _shared("beta1")
+    beta2: float = _shared("beta2")
+    # output
+    save_correctness: bool = _shared("save_correctness")
+    save_params: bool = _shared("save_params")
+    save_checkpoints: bool = _shared("save_checkpoints")
+    # Weights & Biases
+    use_wandb: bool = _shared("use_wandb")
+    wandb_project: str = _shared("wandb_project")
+    wandb_entity: str | None = _shared("wandb_entity")
+    wandb_name: str | None = _shared("wandb_name")
+    wandb_tags: str | None = _shared("wandb_tags")
+    wandb_notes: str | None = _shared("wandb_notes")
+    wandb_offline: bool = _shared("wandb_offline")
+    wandb_api_key: str | None = _shared("wandb_api_key")
+    # runtime
+    device: str = _shared("device")
+    dtype: str = _shared("dtype")
+    compile: str = _shared("compile")
+    resume: str | None = _shared("resume")
+    keep_checkpoints: int | None = _shared("keep_checkpoints")
+    ignore_disk_check: bool = _shared("ignore_disk_check")
+    # derived at start-up
     context_len: int | None = None  # seq_len * digits - 1: the model's input length
     world_size: int | None = None  # processes
     effective_batch: int | None = None  # batch_size x grad_acc_steps x world_size
@@ -398,43 +263,83 @@ class SingleDerived:
 
 
 @dataclass
-class CurriculumDerived:
-    """What curriculum_lowmem.load_config/setup_config derive (None until they have run)."""
+class SingleModulusConfig(RunConfig):
+    """prng_train_lowmem.py's configuration: RunConfig's fields and these."""
+    m: int = _single("m")
+    control_bits: str = _single("control_bits")
+    bits_to_keep: int | None = _single("bits_to_keep")
+    n_layer: int = _single("n_layer")
+    n_head: int = _single("n_head")
+    n_embd: int = _single("n_embd")
+    num_steps: int = _single("num_steps")
+    warm_steps: int = _single("warm_steps")
+    lr_trgt: float = _single("lr_trgt")
+    batch_size: int = _single("batch_size")
+    weight_decay: float = _single("weight_decay")
+    eval_interval: int = _single("eval_interval")
+    results_dir: str = _single("results_dir")
+    save_test_values: bool = _single("save_test_values")
+    checkpoint_interval: int = _single("checkpoint_interval")
+    num_workers: int = _single("num_workers")
+    # derived at start-up (settings.setup_single)
+    combos: list | None = None  # validated generator/control-bit combinations (utils.data.Combo)
+
+
+@dataclass
+class CurriculumConfig(RunConfig):
+    """curriculum_lowmem.py's configuration (flags, or a YAML file with flags over it): RunConfig's fields
+    and these."""
+    config: str | None = _curriculum("config")
+    moduli: list[int] | str = _curriculum("moduli")  # the flag's text until curriculum_config.load_config reads it
+    control_bits: str = _curriculum("control_bits")
+    bits_to_keep: list[int] | str | None = _curriculum("bits_to_keep")  # one per modulus once read
+    n_layer: int = _curriculum("n_layer")
+    n_head: int = _curriculum("n_head")
+    n_embd: int = _curriculum("n_embd")
+    pretrained_path: str | None = _curriculum("pretrained_path")
+    pretrain_m: int | None = _curriculum("pretrain_m")
+    custom_phases: list | str | None = _curriculum("custom_phases")  # JSON text; once read, the phases (original name)
+    transition_type: str = _curriculum("transition_type")
+    sampler_update_interval: int | None = _curriculum("sampler_update_interval")
+    lr_trgt: float = _curriculum("lr_trgt")
+    batch_size: int = _curriculum("batch_size")
+    weight_decay: float = _curriculum("weight_decay")
+    eval_interval: int = _curriculum("eval_interval")
+    results_dir: str = _curriculum("results_dir")
+    checkpoint_interval: int = _curriculum("checkpoint_interval")
+    # YAML only: printed or kept, as the original
+    experiment_name: str = _curriculum("experiment_name")
+    description: str = _curriculum("description")
+    cache_size: int = _curriculum("cache_size")
+    # read (curriculum_config.load_config) and derived at start-up (settings.setup_curriculum)
     phases: list | None = None  # the phase dicts: YAML curriculum.phases or --custom_phases
+    moduli_bits_to_keep: list | None = None  # bits_to_keep as given (the original's key name)
+    _names: dict = dataclass_field(default_factory=dict)  # attribute -> the YAML key that set it (messages)
+    _yaml_config: dict | None = None  # the YAML as read (kept in saved configs for the original's readers)
     phase_list: list | None = None  # validated utils.schedules.Phase objects
     num_steps: int | None = None  # the sum of the phases' steps
     combos_by_m: dict | None = None  # validated combinations per modulus
-    moduli_bits_to_keep: list | None = None  # bits_to_keep as given (the original's key name)
-    context_len: int | None = None
-    world_size: int | None = None
-    effective_batch: int | None = None
-    amp_dtype: object = None
 
 
-_PY_TYPES = {"int": int, "float": float, "str": str, "flag": bool, "paths": list, "intlist": str, "phases": str}
+CONFIG_CLASSES = {SINGLE: SingleModulusConfig, CURRICULUM: CurriculumConfig}
 
 
-def config_class(script: str) -> type:
-    """The typed configuration of a script: one field per parameter (the table's default for this
-    script) after the fields of what its set-up derives."""
-    base = SingleDerived if script == SINGLE else CurriculumDerived
-    taken = {f.name for f in fields(base)}
-    own = []
-    for p in PARAMS:
-        if script in p.scripts or (script == CURRICULUM and not p.scripts):  # YAML-only values too
-            assert p.name not in taken, p.name
-            kind, default = p.for_script("kind", script), p.for_script("default", script)
-            own.append((p.name, _PY_TYPES[kind] | None if default is None else _PY_TYPES[kind],
-                        dataclass_field(default=default)))
-    return make_dataclass("SingleModulusConfig" if script == SINGLE else "CurriculumConfig", own, bases=(base,))
+def config_from(script: str, values: dict):
+    """The script's configuration with the table's defaults and `values` for the parameters it names
+    (other keys, such as a saved config's derived values, are left out)."""
+    cfg = CONFIG_CLASSES[script]()
+    for p in configured(script):
+        if p.name in values:
+            setattr(cfg, p.name, values[p.name])
+    return cfg
 
 
 class ConfigParser(argparse.ArgumentParser):
-    """An argument parser whose result is the script's typed config (`config_class`), not a Namespace."""
+    """An argument parser whose result is the script's typed config, not a Namespace."""
 
     def __init__(self, script: str, **kwargs):
         super().__init__(**kwargs)
-        self.config_class = config_class(script)
+        self.config_class = CONFIG_CLASSES[script]
 
     def parse_args(self, args=None, namespace=None):
         return super().parse_args(args, self.config_class() if namespace is None else namespace)
@@ -467,56 +372,6 @@ def fail(message: str) -> None:
     """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_BAD_INPUT)
-
-
-def yaml_cast(p: Param) -> str:
-    """How the curriculum YAML reads the key: int, float, bool, str, ints, strs, list, tags; '?' = may be null."""
-    kind = p.for_script("kind", CURRICULUM)
-    default = p.yaml_default if p.yaml_default != "same" else p.for_script("default", CURRICULUM)
-    cast = {"int": "int", "float": "float", "flag": "bool", "str": "str", "paths": "strs", "intlist": "ints",
-            "phases": "list"}[kind]
-    if p.name == "wandb_tags":
-        cast = "tags"
-    return cast + ("?" if default is None and cast not in ("list", "tags") and not p.required else "")
-
-
-def yaml_default(p: Param):
-    return p.yaml_default if p.yaml_default != "same" else p.for_script("default", CURRICULUM)
-
-
-YAML_SECTIONS = ("model", "data", "curriculum", "training", "output", "pretrained", "seeds", "memory", "wandb")
-
-
-def yaml_schema() -> tuple[dict, dict]:
-    """({section: {key: (attribute, cast, default)}}, {top-level key: (attribute, cast, default)})."""
-    sections, top = {section: {} for section in YAML_SECTIONS}, {}
-    for p in PARAMS:
-        for key in p.yaml:
-            entry = (p.target, yaml_cast(p), yaml_default(p))
-            if "." in key:
-                section, sub = key.split(".")
-                sections[section][sub] = entry
-            else:
-                top[key] = entry
-    return sections, top
-
-
-def check_bounds(cfg, script: str, name) -> None:
-    """Every bound of the table for the values this script has (None: not given, nothing to check)."""
-    for p in PARAMS:
-        if p.lo is None or (script not in p.scripts and not (script == CURRICULUM and p.yaml)):
-            continue
-        value = getattr(cfg, p.target, None)
-        if value is None:
-            continue
-        for v in value if isinstance(value, list) else [value]:
-            where = name(p.target) + (" entry" if isinstance(value, list) else "")
-            if v is None:
-                continue
-            if p.for_script("kind", script) == "float":
-                check_float(where, v, p.lo, p.below)
-            else:
-                check_int(where, v, int(p.lo), INT64_MAX if p.hi is None else p.hi)
 
 
 def markdown() -> str:

@@ -1,145 +1,10 @@
-"""Curriculum configuration (the YAML and its flags) and the modulus sampler.
-
-The YAML gives the run; a flag written on the command line overrides its YAML value; unknown keys are
-errors; every value is cast to its type. Without --config the flags are the whole configuration.
-"""
+"""The curriculum's modulus sampler (its configuration, YAML and flags: utils/curriculum_config.py)."""
 from __future__ import annotations
 
-import argparse
-import json
-
 import numpy as np
-import yaml
 
-from .config import yaml_schema
+from .seeds import modulus_draw_rng
 
-# YAML (section, key) -> (config attribute, caster name, default), from the parameter table.
-YAML_SCHEMA, TOP_LEVEL = yaml_schema()
-
-
-def _cast(value, kind: str, where: str):
-    """Cast a YAML value; PyYAML reads `1e-2` as a string, so numbers are parsed from strings too."""
-    optional = kind.endswith("?")
-    kind = kind.rstrip("?")
-    if value is None:
-        if optional or kind == "tags":
-            return None
-        raise ValueError(f"{where} must not be empty")
-    try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(value) if isinstance(value, str) else value
-            if int(number) != number:
-                raise ValueError
-            return int(number)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "yes", "1"):
-                return True
-            if str(value).lower() in ("false", "no", "0"):
-                return False
-            raise ValueError
-        if kind == "str":
-            return str(value)
-        if kind in ("ints", "strs", "list", "tags"):
-            if kind == "tags" and isinstance(value, str):
-                return value
-            if not isinstance(value, list):
-                raise ValueError
-            if kind == "ints":
-                return [None if v is None else _cast(v, "int", f"{where} entry") for v in value]
-            if kind == "strs":
-                return [str(v) for v in value]
-            if kind == "tags":
-                return ",".join(str(v) for v in value)
-            return value
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{where}: cannot read {str(value)[:40]!r} as {kind}") from None
-    raise AssertionError(kind)
-
-
-def read_yaml(path: str) -> dict:
-    """The YAML file as {attribute: value}, with the table's YAML defaults for absent keys."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"config {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
-    except OSError as err:
-        raise ValueError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"config {path}: the top level must be a mapping of sections")
-    out = {attr: default for attr, _, default in TOP_LEVEL.values()}
-    keys = {attr: key for key, (attr, _, _) in TOP_LEVEL.items()}
-    for section in YAML_SCHEMA.values():
-        out.update({attr: default for attr, _, default in section.values()})
-    for key, value in raw.items():
-        if key in TOP_LEVEL:
-            attr, kind, _ = TOP_LEVEL[key]
-            out[attr] = _cast(value, kind, key)
-            continue
-        if key not in YAML_SCHEMA:
-            raise ValueError(f"config {path}: unknown key {key!r}; valid top-level keys: "
-                             f"{', '.join(list(YAML_SCHEMA) + list(TOP_LEVEL))}")
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise ValueError(f"config {path}: section {key!r} must be a mapping")
-        for sub, sub_value in value.items():
-            if sub not in YAML_SCHEMA[key]:
-                raise ValueError(f"config {path}: unknown key {key}.{sub}; valid keys in {key}: "
-                                 f"{', '.join(YAML_SCHEMA[key])}")
-            attr, kind, _ = YAML_SCHEMA[key][sub]
-            out[attr] = _cast(sub_value, kind, f"{key}.{sub}")
-            keys[attr] = f"{key}.{sub}"
-    if not out["moduli"]:
-        raise ValueError(f"config {path}: curriculum.moduli is required (a list of moduli)")
-    if any(m is None for m in out["moduli"]):
-        raise ValueError(f"config {path}: curriculum.moduli has an empty entry")
-    for section, entries in YAML_SCHEMA.items():  # absent keys are named as the YAML would name them
-        for sub, (attr, _, _) in entries.items():
-            keys.setdefault(attr, f"{section}.{sub}")
-    out["_yaml_keys"] = keys
-    out["_yaml_config"] = raw
-    return out
-
-
-def parse_custom_phases(text: str) -> list:
-    try:
-        phases = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--custom_phases is not valid JSON: {err}") from None
-    if not isinstance(phases, list):
-        raise ValueError("--custom_phases must be a JSON list of phase objects")
-    return phases
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
-    """Destinations of the flags written on the command line (their values override the YAML)."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if action.nargs == 0:
-                kwargs["action"] = "store_const"
-                kwargs["const"] = True
-            else:
-                kwargs["nargs"] = action.nargs
-            probe.add_argument(*action.option_strings, **kwargs)
-    return set(vars(probe.parse_known_args(argv)[0]))
-
-
-# --------------------------------------------------------------------------------------------------
-# Modulus sampler
 
 class ModulusSampler:
     """Which modulus and which training sequence each slot of a global micro-batch gets.
@@ -167,7 +32,7 @@ class ModulusSampler:
 
     def draw(self, micro_step: int, update: int) -> tuple[np.ndarray, np.ndarray]:
         """(modulus index, sequence index) arrays of this rank's share of micro-batch `micro_step`."""
-        rng = np.random.default_rng([self.main_seed, int(micro_step), 0xC0FFEE])
+        rng = modulus_draw_rng(self.main_seed, int(micro_step))
         n = self.batch_size * self.world_size
         which = rng.choice(len(self.sizes), size=n, p=self.weights(update))
         seq = rng.integers(0, self.sizes[which])

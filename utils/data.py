@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import torch
 
 from . import prng
+from .seeds import epoch_rng
 from .tokens import to_tokens
 
 PCG_KINDS = ("RS", "RR", "XSHRR", "XSHRS", "XSLRR")
@@ -56,21 +56,6 @@ def parse_control_bits(text) -> list[int]:
     return values
 
 
-def default_control_bits(type_text: str, control_bits_text, log=print) -> str:
-    """The original's rule: with LCG or TLCG in `--type` and no control bits given, control_bits is '0',
-    so PCG types joined to them (`LCG+XSLRR`) run with 0 control bits; one line says so."""
-    if str(control_bits_text).strip():
-        return str(control_bits_text)
-    parts = [p.strip().upper() for p in str(type_text).split("+")]
-    if not any(p in ("LCG", "TLCG") for p in parts):
-        return str(control_bits_text)  # a PCG type alone needs control bits: parse_combos says so
-    pcg = [p for p in parts if p not in ("LCG", "TLCG")]
-    if pcg:
-        log(f"note: no --control_bits given: {', '.join(pcg)} run with control bits 0 (the original's default "
-            f"when LCG or TLCG is in --type)")
-    return "0"
-
-
 def parse_combos(type_text: str, control_bits_text, m: int, bits_to_keep: int | None,
                  log=print) -> list[Combo]:
     """Expand `--type` (one type, a `+`-join, or the XSPCGs bundle) and `--control_bits` into validated
@@ -97,10 +82,7 @@ def parse_combos(type_text: str, control_bits_text, m: int, bits_to_keep: int | 
             if str(control_bits_text).strip() == "":
                 raise ValueError(f"--control_bits is required for {kind}")
             cbs = parse_control_bits(control_bits_text)
-        else:  # LCG/TLCG have no control bits; beside PCG types the control bits are theirs
-            pcg_beside = any(p.strip().upper() in PCG_KINDS + ("XSPCGS",) for p in str(type_text).split("+"))
-            if not pcg_beside and parse_control_bits(str(control_bits_text).strip() or "0") != [0]:
-                raise ValueError(f"{kind} has no control bits, got control_bits={control_bits_text!r}")
+        else:  # LCG/TLCG have no control bits (the control bits are the PCG types'; settings.control_bits_for)
             cbs = [0]
         for cb in cbs:
             combo = Combo(kind, cb, None if kind == "LCG" else bits_to_keep)
@@ -228,10 +210,6 @@ class PRNGDataset:
             tokens = to_tokens(self.numbers(indices, device), self.base, self.digits)
         return tokens[:, :-1], tokens[:, 1:]
 
-    @cached_property
-    def max_output(self) -> int:
-        return max(c.max_output(self.m) for c in self.combos)
-
 
 # --------------------------------------------------------------------------------------------------
 # Order of training sequences: deterministic per (main_seed, epoch), split disjointly over ranks.
@@ -256,8 +234,7 @@ class EpochOrder:
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            rng = np.random.default_rng([self.main_seed, epoch, 0x5EED])
-            self._epoch, self._perm = epoch, rng.permutation(self.n)
+            self._epoch, self._perm = epoch, epoch_rng(self.main_seed, epoch).permutation(self.n)
         return self._perm
 
     def indices(self, micro_step: int) -> np.ndarray:

@@ -110,6 +110,18 @@ def cpus_per_task(env=None) -> int | None:
     return whole_count(env.get("SLURM_CPUS_PER_TASK"))
 
 
+def device_type(choice: str) -> str:
+    """--device auto|cpu|cuda -> "cuda" or "cpu" (auto: CUDA when torch sees a device); asks torch nothing
+    about devices beyond that, so it is safe before the process group forms."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    if choice != "cpu" and choice != "cuda":
+        raise ValueError(f"--device must be auto, cpu or cuda, got {choice!r}")
+    return choice
+
+
 def resolve_device(choice: str, local_rank: int = 0, local_world: int | None = None) -> torch.device:
     """--device auto|cpu|cuda -> this process's torch.device (one GPU per process).
 
@@ -120,11 +132,7 @@ def resolve_device(choice: str, local_rank: int = 0, local_world: int | None = N
     refuses: that is an error here, before any process group forms. (srun does not say; there
     `check_distinct_gpus` compares the ranks' GPUs once the group has formed.)
     """
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    if device_type(choice) == "cuda":
         visible = torch.cuda.device_count()
         if local_world is not None and local_world > visible:
             raise ValueError(f"{local_world} processes on this node need a GPU each, but it shows {visible} "
@@ -138,8 +146,6 @@ def resolve_device(choice: str, local_rank: int = 0, local_world: int | None = N
             raise ValueError(f"local rank {local_rank} needs a GPU of its own, but this node shows {visible}")
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
-    if choice != "cpu":
-        raise ValueError(f"--device must be auto, cpu or cuda, got {choice!r}")
     return torch.device("cpu")
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import plots
 from .data import to_device
 from .distributed import DistInfo, all_reduce_sum
 
@@ -128,19 +129,11 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
 
 def plot_accuracy_by_position(path: str, curves: dict[str, np.ndarray], *, xlabel: str, title: str) -> None:
     """One line per curve of accuracy against position in the context, saved as PNG (atomically)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .results import atomic_write
-
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, values in curves.items():
         ax.plot(np.arange(1, len(values) + 1), values, label=label, lw=1.2)
     ax.set(xlabel=xlabel, ylabel="accuracy", title=title, ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)

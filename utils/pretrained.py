@@ -1,6 +1,9 @@
-"""Pretrained weights for the curriculum: this project's params, checkpoint and curriculum-model files
-and the original's. A load failure is an error, never a silent random start."""
+"""Model files of this project (params, checkpoint and curriculum-model files) and of the original:
+reading one (for analyze.py too), and loading one as the curriculum's pretrained weights. A load failure
+is an error, never a silent random start."""
 from __future__ import annotations
+
+import argparse
 
 import torch
 
@@ -10,18 +13,25 @@ from .results import load_foreign
 TIED = ("transformer.wte.weight", "lm_head.weight")  # one tensor: the token table is the output layer
 
 
-def read_state_dict(path: str) -> dict:
-    """Model weights from this project's params/checkpoint/curriculum-model files or the original's
-    (a pickled argparse.Namespace config and numpy scalars are allowed; `_orig_mod.` is stripped)."""
-    obj = load_foreign(path, "pretrained file")
+def read_model_file(path: str, what: str = "model file") -> tuple[dict, dict | None]:
+    """(state dict, config as a dict or None) of a model file: a bare state dict or a dict with
+    `model_state_dict` (a pickled argparse.Namespace config and numpy scalars are allowed; the
+    `_orig_mod.`/`module.` prefixes are stripped). `what` names the file in messages."""
+    obj = load_foreign(path, what)
+    config = None
     if isinstance(obj, dict) and "model_state_dict" in obj:
+        config = obj.get("config")
         obj = obj["model_state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"pretrained file {path} holds no state dict")
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{what} {path} holds no state dict")
     state = strip_compile_prefix(obj)
     if "transformer.wte.weight" not in state:
-        raise ValueError(f"pretrained file {path} has no transformer.wte.weight (not a model of this project)")
-    return state
+        raise ValueError(f"{what} {path} has no transformer.wte.weight (not a model of this project)")
+    if isinstance(config, argparse.Namespace):
+        config = vars(config)
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{what} {path}: config is a {type(config).__name__}, not a dict or Namespace")
+    return state, config
 
 
 def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
@@ -32,7 +42,7 @@ def load_pretrained(model: torch.nn.Module, path: str, log=print) -> int:
     a smaller vocabulary starts a larger one. A file that shares no tensor with the model besides the
     token table, or a tensor of another shape, is an error. A model on the meta device is only checked.
     Returns the pretrained vocabulary size."""
-    state = read_state_dict(path)
+    state, _ = read_model_file(path, "pretrained file")
     wte = state.pop("transformer.wte.weight")
     state.pop("lm_head.weight", None)
     own = {k: v for k, v in model.state_dict().items() if k not in TIED}

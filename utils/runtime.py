@@ -1,11 +1,7 @@
-"""What both entry scripts share around the loop: precision, compile, DDP wrapping, seeding, the saved
-config. (Flags and the one-line error exit: utils/config.py.)"""
+"""What both entry scripts share around the loop: precision, compile, DDP wrapping, the saved config.
+(Flags and the one-line error exit: utils/config.py; seeding: utils/seeds.py.)"""
 from __future__ import annotations
 
-import os
-import random
-
-import numpy as np
 import torch
 
 from .config import EXIT_BAD_INPUT, fail  # noqa: F401  (imported from here by other modules)
@@ -25,13 +21,6 @@ def resolve_dtype(choice: str, device: torch.device, log=None) -> torch.dtype:
         log = print if launch_env()[0] == 0 else (lambda *a, **k: None)
     log(describe_auto(device, dtype, why))
     return dtype
-
-
-def seed_everything(seed: int) -> None:
-    """Model init draws from torch's RNG; numpy and random are seeded for any user code."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def prepare_model(model: torch.nn.Module, info: DistInfo, compile_choice: str, log=print):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .config import check_int
+from .bounds import check_int
 
 SINGLE_WARMUP_START = 1e-8  # the original's LinearLR(start_factor=1e-8)
 PHASE_WARMUP_START = 1e-4  # the original's per-phase LinearLR(start_factor=1e-4)
@@ -52,9 +52,9 @@ def single_lr(u, *, lr_trgt, lr_min, warm_steps, num_steps):
 
     Linear warmup from 1e-8*lr_trgt over warm_steps updates, then a half cosine to lr_min at
     u = num_steps. warm_steps = 0 means no warmup (u = 0 uses lr_trgt). From num_steps on the LR
-    stays at lr_min instead of climbing back up.
+    stays at lr_min instead of climbing back up. The schedule is validated once, at start-up
+    (validate_single_schedule).
     """
-    validate_single_schedule(warm_steps=warm_steps, num_steps=num_steps)
     _check_update(u)
     if u < warm_steps:
         return _warmup(u, warm_steps, lr_trgt, SINGLE_WARMUP_START)

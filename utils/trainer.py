@@ -66,7 +66,6 @@ class LoopConfig:
     eval_interval: int
     checkpoint_interval: int
     save_checkpoints: bool
-    eval_at_start: bool
     dtype: torch.dtype
     digits: int
 
@@ -141,13 +140,6 @@ class Task:
     def on_final_micro_batch(self, hit: torch.Tensor) -> None:
         """Per-token correctness (B, C) of the run's very last micro-batch (curriculum keeps it)."""
 
-    def checkpoint_state(self) -> dict:
-        """Task-specific state a resume needs beyond the common keys."""
-        return {}
-
-    def load_checkpoint_state(self, state: dict) -> None:
-        pass
-
     def write_outputs(self) -> None:
         """Rewrite the run's tables (master; called after every evaluation and on resume)."""
 
@@ -161,7 +153,7 @@ class Task:
                 save_checkpoint(checkpoint_payload(
                     model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
                     rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
-                    train_state=state.state_dict(), task_state=self.checkpoint_state(),
+                    train_state=state.state_dict(), task_state={},
                     amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg),
                     cpu_threads=torch.get_num_threads() if self.info.device.type == "cpu" else None), path)
                 prune_checkpoints(self.files, self.cfg.keep_checkpoints)
@@ -177,7 +169,6 @@ class Task:
         self.rows = [dict(zip(ckpt["eval_columns"], r)) for r in ckpt["eval_results"]]
         self.extra_rows = list(ckpt["extra_results"])
         self.positions = list(ckpt["positions"])
-        self.load_checkpoint_state(ckpt["task_state"])
         torch.set_rng_state(ckpt["torch_rng_state"])
         return TrainState.from_state_dict(ckpt["train_state"])
 
@@ -242,14 +233,13 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         write_outputs(task, info)
         return test, lr_next
 
-    if cfg.eval_at_start and not state.started:
+    if not state.started:
         test, lr_next = evaluate_and_record(None)
         if info.master:
             log(task.progress(0, None, test, lr_next, float("nan"), float("nan")))
         state.started = True
         if cfg.save_checkpoints:
             task.save_checkpoint(state, optimizer)
-    state.started = True
 
     interval_start, interval_updates = time.perf_counter(), 0
     while state.update < cfg.num_steps:
@@ -346,7 +336,7 @@ def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, signals: Stop
     state = task.restore(ckpt) if ckpt is not None else TrainState()
     loop = LoopConfig(num_steps=cfg.num_steps, grad_acc_steps=cfg.grad_acc_steps, eval_interval=cfg.eval_interval,
                       checkpoint_interval=cfg.checkpoint_interval, save_checkpoints=cfg.save_checkpoints,
-                      eval_at_start=True, dtype=cfg.amp_dtype, digits=cfg.digits)
+                      dtype=cfg.amp_dtype, digits=cfg.digits)
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state_dict"])
     eval_model, train_model = prepare_model(model, info, cfg.compile, log)

@@ -21,7 +21,7 @@ import numpy as np
 import sympy
 
 from .. import prng
-from . import plots
+from .. import plots
 
 COLUMNS = ["source", "m", "label", "kind", "prime", "index", "position", "accuracy", "sequences"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import plots
+from .. import plots
 
 PROPERTIES = ("popcount", "lowest_bit", "rotation_class", "zero_bits", "zero_runs_cyclic", "zero_runs_linear")
 NUMERIC = tuple(p for p in PROPERTIES if p != "rotation_class")

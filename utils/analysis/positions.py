@@ -17,7 +17,7 @@ from ..data import eval_shards
 from ..evaluation import autocast
 from ..results import save_table
 from ..tokens import to_tokens
-from . import plots
+from .. import plots
 
 CURVE_COLUMNS = ["source", "m", "label", "position", "accuracy", "sequences"]
 

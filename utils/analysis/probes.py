@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..gpt2 import apply_rotary
-from . import plots
+from .. import plots
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import PCG_KINDS
-from . import plots
+from .. import plots
 from .positions import CONTEXT_RULES
 
 

@@ -1,8 +1,8 @@
-"""The one place the analysis plots start and save a figure (matplotlib is imported on first use:
-the commands that draw nothing start faster)."""
+"""The one place a figure starts and is saved, for the training scripts' plots and analyze.py's
+(matplotlib is imported on first use: runs and commands that draw nothing start faster)."""
 from __future__ import annotations
 
-from ..results import atomic_write
+from .results import atomic_write
 
 
 def pyplot():
