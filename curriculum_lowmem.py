@@ -4,6 +4,11 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
+from utils.preemption import StopSignals, catch_stop_signals, exit_ignoring_signals
+
+if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
+    catch_stop_signals()
+
 import copy
 import os
 import sys
@@ -18,14 +23,14 @@ from utils.curriculum import ModulusSampler, explicit_flags, parse_custom_phases
 from utils.data import PRNGDataset, default_control_bits, parse_combos, to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
-from utils.checkpoint import FileKind, RunScope, fit_name
+from utils.checkpoint import FileKind, RunScope
 from utils.params import load_exclusions, split_ac
 from utils.pretrained import load_pretrained
 from utils.results import WriteError, atomic_write, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
 from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype, seed_everything
 from utils.schedules import modulus_weights, parse_phases, phase_lr, total_steps
 from utils.tokens import check_vocab, context_len
-from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
+from utils.trainer import Task, fit, format_eta
 from utils.wandb_utils import WandbRun, require_wandb
 
 
@@ -264,7 +269,7 @@ def main(argv=None) -> int:
             load_pretrained(probe, cfg.pretrained_path, log=lambda *a, **k: None)
         except ValueError as err:
             fail(str(err))
-    with StopSignals() as signals, RunScope(info) as scope:
+    with StopSignals() as signals, RunScope(info, signals) as scope:
         run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
@@ -303,8 +308,7 @@ def main(argv=None) -> int:
             written += save_final_outputs(cfg, task, splits, curves, train_correct, log)
             scope.finish(written)
         except WriteError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 1
+            return task.final_write_failed(err, state)
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
         print("\nfinal evaluation (unseen a and c):")
@@ -331,7 +335,7 @@ def save_final_outputs(cfg, task, splits, curves, train_correct, log) -> list[st
         acv = (f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}_ntc{cfg.n_test_c}"
                f"_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
         keys = ("type", "moduli", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
-        written.append(save_shared(os.path.join(cfg.results_dir, fit_name(acv)),
+        written.append(save_shared(os.path.join(cfg.results_dir, acv),
                                    {"training_ac_values": {m: {"train_a": s.train_a.tolist(), "train_c": s.train_c.tolist()}
                                                            for m, s in splits.items()},
                                     "config": {k: getattr(cfg, k) for k in keys}}, log))

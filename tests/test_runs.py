@@ -21,8 +21,9 @@ import torch
 import curriculum_lowmem
 import prng_train_lowmem
 from tests.helpers import clean_env, read_eval, single_base
-from utils import checkpoint, trainer
+from utils import checkpoint
 from utils.checkpoint import NAME_MAX, load_checkpoint, run_identity, save_checkpoint
+from utils.preemption import StopSignals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -36,10 +37,12 @@ def listing(folder):
     return sorted(os.listdir(folder))
 
 
-class StopAfter(trainer.StopSignals):
-    """Stop signals whose flag is up from the `checks`-th look on: the loop looks once per update, so the
-    run stops (checkpoint, exit 75) after update `checks` of this start."""
-    checks = 3
+class StopAfter(StopSignals):
+    """Stop signals whose flag is up once this start has done `updates` updates. The flag is read before
+    the run claims its files, before the first update and after every update (G = 1 here): read number
+    LOOKS_BEFORE_TRAINING + u comes after update u, so the run stops after `updates` (checkpoint, exit 75)."""
+    updates = 3
+    LOOKS_BEFORE_TRAINING = 2
 
     def __init__(self):
         self._seen = 0
@@ -48,7 +51,7 @@ class StopAfter(trainer.StopSignals):
     @property
     def received(self):
         self._seen += 1
-        return signal.SIGTERM if self._seen >= self.checks else None
+        return signal.SIGTERM if self._seen >= self.updates + self.LOOKS_BEFORE_TRAINING else None
 
     @received.setter
     def received(self, value):
@@ -56,9 +59,9 @@ class StopAfter(trainer.StopSignals):
 
 
 @contextlib.contextmanager
-def stopped_after(module, checks):
+def stopped_after(module, updates):
     real = module.StopSignals
-    module.StopSignals = type("Stop", (StopAfter,), {"checks": checks})
+    module.StopSignals = type("Stop", (StopAfter,), {"updates": updates})
     try:
         yield
     finally:
@@ -81,13 +84,17 @@ def reference(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------
 # 1. Identity: a run that differs only in a setting the base name leaves out gets its own files.
 
-def test_identity_ignores_only_what_may_change_on_resume():
+def test_identity_ignores_only_what_may_change_on_resume_or_only_changes_outputs():
     cfg = prng_train_lowmem.plain_config(prng_train_lowmem.setup_config(
         prng_train_lowmem.build_parser().parse_args(RUN), 1, log=lambda *a: None))
     same = [{"results_dir": "elsewhere/"}, {"resume": "auto"}, {"keep_checkpoints": 3}, {"ignore_disk_check": True},
-            {"device": "cuda"}, {"dtype": "bfloat16"}, {"compile": "on"}, {"batch_size": 2, "world_size": 2}]
-    other = [{"lr_min": 1e-5}, {"beta2": 0.99}, {"eval_interval": 4}, {"checkpoint_interval": 4},
-             {"exclude_ac_paths": ["x.npz"]}, {"batch_size": 2}, {"main_seed": 2}]
+            {"device": "cuda"}, {"dtype": "bfloat16"}, {"compile": "on"}, {"batch_size": 2, "world_size": 2},
+            # output only: which files are written, and how often checkpoints are
+            {"save_params": False}, {"save_correctness": True}, {"save_test_values": True},
+            {"save_checkpoints": False}, {"checkpoint_interval": 4},
+            {"exclude_ac_paths": []}]  # the flag without a file: no exclusions, as without the flag
+    other = [{"lr_min": 1e-5}, {"beta2": 0.99}, {"eval_interval": 4}, {"exclude_ac_paths": ["x.npz"]},
+             {"batch_size": 2}, {"main_seed": 2}, {"grad_acc_steps": 2}]
     for change in same:
         assert run_identity({**cfg, **change}) == run_identity(cfg), change
     for change in other:
