@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from utils.analysis import baselines, embeddings, loading, positions, probes, scaling
+from utils.checkpoint import check_writable
 from utils.evaluation import plot_accuracy_by_position
-from utils.results import save_npz, save_table
+from utils.results import WriteError, save_npz, save_table
 
 EXIT_BAD_INPUT = 2
 
@@ -64,6 +65,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def load(args):
+    check_sizes(args)
     moduli = loading.parse_int_list(args.m, "m")
     flags = {"n_head": args.n_head, "digits": args.digits, "base": args.base, "n_a": args.n_a, "n_c": args.n_c,
              "m": moduli[0] if moduli else None, "seq_len": args.seq_len, "type": args.type,
@@ -73,13 +75,16 @@ def load(args):
     return loaded, device, {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 
 
-def sets_from_args(args, settings):
-    for name in ("n_test_a", "n_test_c", "n_example", "batch_size", "seq_len"):
+def check_sizes(args) -> None:
+    """The size flags, before a model is built."""
+    for name, lowest in (("n_head", 1), ("n_test_a", 1), ("n_test_c", 1), ("n_example", 1), ("batch_size", 1),
+                         ("seq_len", 2)):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    if args.seq_len is not None and args.seq_len < 2:
-        raise ValueError(f"--seq_len must be >= 2, got {args.seq_len}")
+        if value is not None and value < lowest:
+            raise ValueError(f"--{name} must be >= {lowest}, got {value}")
+
+
+def sets_from_args(args, settings):
     return loading.eval_sets(settings, moduli=loading.parse_int_list(args.m, "m"), kind=args.type,
                              control_bits=args.control_bits, bits_to_keep=args.bits_to_keep, data_seed=args.data_seed,
                              a_values=loading.parse_int_list(args.a, "a"), c_values=loading.parse_int_list(args.c, "c"),
@@ -106,7 +111,6 @@ def cmd_eval(args) -> int:
                 raise ValueError(f"--baselines lcg reads LCG states; {s.label} is not an LCG (use family)")
             if name == "family" and s.m > baselines.MAX_FAMILY_MODULUS:
                 raise ValueError(f"--baselines family enumerates states: m={s.m} is above {baselines.MAX_FAMILY_MODULUS}")
-    os.makedirs(args.out, exist_ok=True)
     rows, summary, rolls, curves = [], [], [], {}
     for s in sets:
         n_seq = len(s.dataset)
@@ -163,7 +167,6 @@ def cmd_curves(args) -> int:
     for key in keys:
         if key not in arrays:
             raise ValueError(f"{args.positions} has no array {key!r}; it has {', '.join(sorted(arrays))}")
-    os.makedirs(args.out, exist_ok=True)
     rows, over_training = [], {}
     for key in keys:
         acc = arrays[key]
@@ -196,7 +199,6 @@ def cmd_embed(args) -> int:
     coords, ratio = embeddings.pca(wte[:n_tokens])
     k = min(args.components, coords.shape[1])
     w, labels = embeddings.token_properties(n_tokens)
-    os.makedirs(args.out, exist_ok=True)
     variance = os.path.join(args.out, "embed_variance.csv")
     save_table([{"component": i + 1, "explained_variance": float(r), "cumulative": float(c)}
                 for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))], ["component", "explained_variance", "cumulative"],
@@ -248,7 +250,6 @@ def cmd_layers(args) -> int:
     rows = [{"m": m, "layer": layer, "position": p, "accuracy": probes.linear_probe(feats[layer, :, i], labels),
              "chance": float(chance), "classes": len(group), "sequences": len(labels)}
             for layer in range(feats.shape[0]) for i, p in enumerate(wanted)]
-    os.makedirs(args.out, exist_ok=True)
     table = os.path.join(args.out, "layer_probe.csv")
     save_table(rows, list(rows[0]), table)
     plot = os.path.join(args.out, "layer_probe.png")
@@ -285,7 +286,6 @@ def cmd_scaling(args) -> int:
         if p["context_needed"] is None:
             print(f"left out (accuracy never stays >= {args.tau}): {p['run']} m={p['m']} {p['label']}")
     fit = scaling.fit_power_law([p["m"] for p in reached], [p["context_needed"] for p in reached])
-    os.makedirs(args.out, exist_ok=True)
     table = os.path.join(args.out, "scaling.csv")
     save_table([{**p, "context_needed": "" if p["context_needed"] is None else p["context_needed"],
                  "sqrt_m_half": math.sqrt(p["m"]) / 2} for p in points],
@@ -361,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            check_writable(args.out, "--out")  # before any compute
         return args.run(args)
-    except ValueError as err:
+    except (ValueError, WriteError) as err:  # bad input, or an output that could not be written (disk full)
         fail(str(err))
 
 
