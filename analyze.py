@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from utils.analysis import baselines, embeddings, loading, positions, probes, scaling
-from utils.checkpoint import check_writable
+from utils.checkpoint import PATH_MAX
 from utils.evaluation import plot_accuracy_by_position
-from utils.results import WriteError, save_npz, save_table
+from utils.results import NAME_MAX, WriteError, save_npz, save_table
 
 EXIT_BAD_INPUT = 2
 
@@ -34,6 +34,21 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         fail(f"{message} (see --help)")
+
+
+def check_out(out: str) -> None:
+    """--out can hold the outputs: a directory, or a name a directory can be made at, where this process
+    may write (checked before any compute; nothing is created until the first output is written)."""
+    if not out or len(os.path.join(out, "x" * NAME_MAX).encode()) >= PATH_MAX:
+        raise ValueError(f"--out must be a folder name with room for file names of {NAME_MAX} bytes, got {out[:40]!r}")
+    folder = out
+    while not os.path.exists(folder) and os.path.dirname(os.path.abspath(folder)) != os.path.abspath(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    where = "" if folder == out else f" (at {folder})"
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {out}: not a directory{where}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: not writable{where}")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -362,7 +377,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "out", None) is not None:
-            check_writable(args.out, "--out")  # before any compute
+            check_out(args.out)
         return args.run(args)
     except (ValueError, WriteError) as err:  # bad input, or an output that could not be written (disk full)
         fail(str(err))

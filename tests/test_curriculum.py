@@ -336,6 +336,39 @@ def test_unreadable_config_files_fail_in_one_line(tmp_path, capsys):
         assert_one_line_error(capsys, stop.value.code, *words)
 
 
+def alias_bomb(depth: int, width: int = 9) -> str:
+    """A list of `depth` levels, each `width` aliases of the one before: width^depth strings in a few
+    hundred bytes."""
+    levels = [f"&l0 [{', '.join(['x'] * width)}]"]
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "[" + ", ".join(levels) + "]"
+
+
+@pytest.mark.parametrize("name", ["repeated_key", "repeated_section", "alias_bomb", "recursive_alias", "too_deep"])
+def test_yaml_that_no_config_has_fails_in_one_line_before_any_data_or_model(tmp_path, capsys, monkeypatch, name):
+    base = tiny_yaml()
+    del base["description"], base["training"]  # written below
+    config = yaml.safe_dump(base) + "training: {batch_size: 8, eval_interval: 2}\n"
+    text, words = {
+        "repeated_key": (config.replace("batch_size: 8", "lr_trgt: 1e-3, batch_size: 8, lr_trgt: 2e-3"),
+                         ["lr_trgt", "twice"]),  # PyYAML alone trains with the last
+        "repeated_section": (config + "model: {n_layer: 3}\n", ["'model'", "twice"]),
+        "alias_bomb": (config + f"description: {alias_bomb(6)}\n", ["aliases", "100,000"]),
+        "recursive_alias": (config + "description: &d [1, *d]\n", ["alias"]),
+        "too_deep": (config + "description: " + "[" * 5000 + "]" * 5000 + "\n", ["nested too deeply"]),
+    }[name]
+
+    def built(*a, **k):
+        raise AssertionError("data or a model was built for a bad config")
+    monkeypatch.setattr(curriculum_lowmem, "PRNGDataset", built)
+    monkeypatch.setattr(curriculum_lowmem, "build_model", built)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        run_main("--config", write_yaml(tmp_path / "c.yaml", text), "--results_dir", out)
+    assert_one_line_error(capsys, stop.value.code, *words)
+    assert not out.exists()
+
+
 def test_no_yaml_mode_needs_custom_phases(capsys):
     with pytest.raises(SystemExit) as stop:
         run_main("--moduli", "256,1024", *TINY)

@@ -354,18 +354,17 @@ def check_disk(results_dir: str, n_checkpoints: int, checkpoint_bytes: int, fina
 PATH_MAX = 4096  # bytes in a path the Linux kernel takes, its final NUL included
 
 
-def check_writable(results_dir: str, name: str = "results_dir") -> None:
-    """Create results_dir and write, sync and remove a test file there; ValueError (naming it as `name`)
-    says why it cannot, also when a file name of NAME_MAX bytes in it would pass PATH_MAX."""
+def check_writable(results_dir: str) -> None:
+    """Create results_dir and write, sync and remove a test file there; ValueError says why it cannot
+    (also when a file name of NAME_MAX bytes in it would make a path longer than PATH_MAX)."""
     if not results_dir:
-        raise ValueError(f"{name} must not be empty (use . for the current directory)")
-    longest = len(os.path.join(results_dir, "x" * NAME_MAX).encode())
-    if longest >= PATH_MAX:
-        raise ValueError(f"{name} is {len(results_dir.encode())} bytes long: with file names of up to {NAME_MAX} "
+        raise ValueError("results_dir must not be empty (use . for the current directory)")
+    if len(os.path.join(results_dir, "x" * NAME_MAX).encode()) >= PATH_MAX:
+        raise ValueError(f"results_dir is {len(results_dir.encode())} bytes long: with file names of up to {NAME_MAX} "
                          f"bytes its paths would pass the system's limit of {PATH_MAX - 1}; use a shorter path "
                          f"({results_dir[:40]}...)")
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
-        raise ValueError(f"{name} {results_dir} exists and is not a directory")
+        raise ValueError(f"results_dir {results_dir} exists and is not a directory")
     try:
         os.makedirs(results_dir, exist_ok=True)
         probe = os.path.join(results_dir, f".write_test_{os.getpid()}")
@@ -375,7 +374,7 @@ def check_writable(results_dir: str, name: str = "results_dir") -> None:
             os.fsync(fh.fileno())
         os.remove(probe)
     except OSError as err:
-        raise ValueError(f"{name} {results_dir} is not writable: {err.strerror or err}") from None
+        raise ValueError(f"results_dir {results_dir} is not writable: {err.strerror or err}") from None
 
 
 # --------------------------------------------------------------------------------------------------
