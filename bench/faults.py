@@ -64,9 +64,13 @@ def outputs(folder: str) -> tuple[bytes, dict]:
     return data, state.get("model_state_dict", state)
 
 
+def listing(folder: str) -> list[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
 def left_behind(folder: str) -> str:
     """What a first start left: nothing, only its manifest (it had claimed its files), or more."""
-    names = os.listdir(folder) if os.path.isdir(folder) else []
+    names = listing(folder)
     if not names:
         return "nothing"
     return "manifest" if all(n.startswith(("run_", ".run_")) for n in names) else "files"
@@ -102,7 +106,7 @@ def main() -> int:
         folder = os.path.join(root, f"trial{trial}")
         proc = start(script, folder)
         if moment == "training":
-            while proc.poll() is None and not (os.path.isdir(folder) and any(n.startswith("run_") for n in os.listdir(folder))):
+            while proc.poll() is None and not any(n.startswith("run_") for n in listing(folder)):  # its manifest
                 time.sleep(0.02)
         try:
             proc.wait(timeout=delay)

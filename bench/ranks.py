@@ -48,8 +48,8 @@ def free_port() -> int:
 def launch(script: str, args: list[str], folder: str, ranks: int = 2) -> list[subprocess.Popen]:
     """One process per rank with the variables srun sets on one node."""
     port = str(free_port())
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")}
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    base = {k: v for k, v in os.environ.items() if k not in launcher and not k.startswith("SLURM_")}
     return [subprocess.Popen([sys.executable, script, *args, "--results_dir", folder], cwd=REPO, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              env={**base, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),

@@ -494,7 +494,7 @@ def test_no_yaml_run_end_to_end_batches_follow_the_refreshed_weights(tmp_path, m
     assert sorted(os.listdir(tmp_path)) == sorted([
         f"{base}.csv", f"correctness_{base}.npz", f"accuracy_by_position_{base}.png", f"schedule_{base}.png",
         f"multi_curriculum_model_lazy_{base}.pt", "training_ac_values_moduli256_1024_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI1_I1.pt",
-        f"positions_{base}.npz", f"run_{base}.json"])
+        f"positions_{base}.npz", f"run_{base}.json", f".run_{base}.lock"])
     table = pd.read_csv(tmp_path / f"{base}.csv")
     assert table["step"].tolist() == [0, 5, 10]
     assert table[["alpha_m256", "alpha_m1024"]].to_numpy().tolist() == [[1, 0], [0, 1], [0, 1]]
@@ -618,7 +618,7 @@ def test_output_file_names(files_run):
     assert sorted(os.listdir(out)) == sorted([
         f"{FILES_BASE}.csv", f"correctness_{FILES_BASE}.npz", f"accuracy_by_position_{FILES_BASE}.png",
         f"schedule_{FILES_BASE}.png", f"multi_curriculum_model_lazy_{FILES_BASE}.pt", ACV_NAME,
-        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json",
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json", f".run_{FILES_BASE}.lock",
         *(f"multi_curriculum_checkpoint_{FILES_BASE}_step{s}.pt" for s in (0, 4, 8, 10))])
 
 

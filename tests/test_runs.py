@@ -41,12 +41,9 @@ def listing(folder):
     return sorted(os.listdir(folder))
 
 
-class StopAfter(StopSignals):
-    """Stop signals whose flag is up once this start has done `updates` updates. The flag is read before
-    the run claims its files, before the first update and after every update (G = 1 here): read number
-    LOOKS_BEFORE_TRAINING + u comes after update u, so the run stops after `updates` (checkpoint, exit 75)."""
-    updates = 3
-    LOOKS_BEFORE_TRAINING = 2
+class StopAtLook(StopSignals):
+    """Stop signals whose flag goes up at its `look`-th read (and stays up)."""
+    look = 1
 
     def __init__(self):
         self._seen = 0
@@ -55,17 +52,23 @@ class StopAfter(StopSignals):
     @property
     def received(self):
         self._seen += 1
-        return signal.SIGTERM if self._seen >= self.updates + self.LOOKS_BEFORE_TRAINING else None
+        return signal.SIGTERM if self._seen >= self.look else None
 
     @received.setter
     def received(self, value):
         pass
 
 
+# The flag is read before the run claims its files, before the first update, and after every update
+# (and between micro-batches, none with G = 1): read LOOKS_BEFORE_TRAINING + u comes after update u.
+LOOKS_BEFORE_TRAINING = 2
+
+
 @contextlib.contextmanager
 def stopped_after(module, updates):
+    """Runs of `module` started inside stop after `updates` updates of each start (checkpoint, exit 75)."""
     real = module.StopSignals
-    module.StopSignals = type("Stop", (StopAfter,), {"updates": updates})
+    module.StopSignals = type("Stop", (StopAtLook,), {"look": updates + LOOKS_BEFORE_TRAINING})
     try:
         yield
     finally:
@@ -606,32 +609,15 @@ def test_a_signal_while_data_and_model_are_built_exits_75_without_a_checkpoint(t
     assert_same_as_reference(tmp_path, reference, single_base(RUN))
 
 
-class StopAtLook(StopSignals):
-    """The flag goes up at its `look`-th read (the loop reads it between micro-batches too)."""
-    look = 1
-
-    def __init__(self):
-        self._seen = 0
-        super().__init__()
-
-    @property
-    def received(self):
-        self._seen += 1
-        return signal.SIGTERM if self._seen >= self.look else None
-
-    @received.setter
-    def received(self, value):
-        pass
-
-
 def test_a_stop_inside_an_update_drops_it_and_resume_is_exact(tmp_path, monkeypatch, capsys):
     args = [*RUN, "--grad_acc_steps", "4"]
     base = single_base(args)
     reference = tmp_path / "reference"
     assert prng_train_lowmem.main([*args, "--results_dir", str(reference)]) == 0
     # Reads: 2 before training, then 3 between the micro-batches of an update and 1 after it. Read 12 is
-    # after the third micro-batch of update 3: that update is dropped, the checkpoint is update 2's.
-    monkeypatch.setattr(prng_train_lowmem, "StopSignals", type("Stop", (StopAtLook,), {"look": 2 + 4 * 2 + 2}))
+    # after the second micro-batch of update 3: that update is dropped, the checkpoint is update 2's.
+    look = LOOKS_BEFORE_TRAINING + 4 * 2 + 2
+    monkeypatch.setattr(prng_train_lowmem, "StopSignals", type("Stop", (StopAtLook,), {"look": look}))
     capsys.readouterr()
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 75
     assert re.search(r"stopped by signal at step 2; checkpoint \S+_step2\.pt", capsys.readouterr().out)

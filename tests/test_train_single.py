@@ -82,7 +82,7 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
                     f"checkpoint_{README_BASE}_step0.pt", f"checkpoint_{README_BASE}_step2.pt",
                     "trainac_XSLRR_m262144_b512_d1_na8_nc8_ne1_dI1.npz",
                     "training_ac_values_m262144_na8_nc8_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
-                    f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"}
+                    f"positions_{README_BASE}.npz", f"run_{README_BASE}.json", f".run_{README_BASE}.lock"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
         table = read_eval(out / f"eval_{README_BASE}.tab")
         assert table["step"].tolist() == [0, 1, 2]

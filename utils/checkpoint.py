@@ -249,7 +249,8 @@ def _problem(ckpt: dict, num_steps: int, shapes: dict, optimizer_shapes: list) -
 
 def _optimizer_problem(opt, shapes: list) -> str | None:
     """AdamW's state: two groups numbering the parameters 0..n-1 in the model's order, moments that fit."""
-    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+    if (not isinstance(opt, dict) or not isinstance(opt.get("state"), dict)
+            or not isinstance(opt.get("param_groups"), list)):
         return "its optimizer_state_dict is not AdamW's (state, param_groups)"
     ids = [i for g in opt["param_groups"] if isinstance(g, dict) for i in g.get("params", [None])]
     if len(opt["param_groups"]) != 2 or ids != list(range(len(shapes))):

@@ -25,7 +25,7 @@ from .preemption import EXIT_PREEMPTED, StopSignals
 from .results import WriteError
 from .runtime import clean_state_dict, plain_config, prepare_model
 
-SIGNAL_CHECK_EVERY = 10  # updates (and micro-batches within a longer update) between the ranks' stop agreement under DDP
+SIGNAL_CHECK_EVERY = 10  # updates, and micro-batches within a longer update, between stop agreements under DDP
 
 
 class NonFiniteLoss(RuntimeError):
@@ -72,8 +72,6 @@ class LoopConfig:
     eval_at_start: bool
     dtype: torch.dtype
     digits: int
-
-
 
 
 @dataclass

@@ -198,8 +198,8 @@ def build(shape: Shape, settings: Settings, state: dict, device: torch.device, s
     need = (seq_len or settings.seq_len) * settings.digits - 1
     per_token = 4 * shape.vocab_size + 16 * shape.n_layer * shape.n_embd  # as config.check_memory counts them
     if max(need, settings.block_size) * per_token > host_memory_bytes():
-        raise ValueError(f"seq_len {seq_len or settings.seq_len}: a context of {max(need, settings.block_size):,} "
-                         f"tokens needs more than this machine's memory ({host_memory_bytes() / 1e9:.3g} GB) for one sequence")
+        raise ValueError(f"seq_len {seq_len or settings.seq_len}: a context of {max(need, settings.block_size):,} tokens "
+                         f"needs more than this machine's memory ({host_memory_bytes() / 1e9:.3g} GB) for one sequence")
     block = settings.block_size
     if need > block:
         if shape.positions != "rope":
