@@ -124,7 +124,7 @@ def test_file_names_follow_spec_9_1(files_run):
         "trainac_LCG_m256_b256_d1_na4_nc4_ne1_dI1.npz",
         "testac_LCG_m256_b256_d1_na4_nc4_nta2_ntc2_dI1.npz",
         "training_ac_values_m256_na4_nc4_nta2_ntc2_ne1_vs256_sl9_dI1_I1.pt",
-        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json"}
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json", f".run_{FILES_BASE}.lock"}
     # Running the finished run again says so and writes nothing (no `_2` duplicates).
     assert set(os.listdir(out)) == first_listing
 
