@@ -4,7 +4,7 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
-from utils.preemption import StopSignals, catch_stop_signals, exit_ignoring_signals
+from utils.preemption import StopSignals, catch_stop_signals, exit_with
 
 if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
     catch_stop_signals()
@@ -379,4 +379,4 @@ def plot_schedule(path: str, cfg, task) -> None:
 
 
 if __name__ == "__main__":
-    exit_ignoring_signals(main())
+    exit_with(main)

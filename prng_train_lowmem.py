@@ -2,7 +2,7 @@
 model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
 from __future__ import annotations
 
-from utils.preemption import StopSignals, catch_stop_signals, exit_ignoring_signals
+from utils.preemption import StopSignals, catch_stop_signals, exit_with
 
 if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
     catch_stop_signals()
@@ -296,4 +296,4 @@ def print_summary(rows: list[dict], written: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    exit_ignoring_signals(main())
+    exit_with(main)

@@ -154,6 +154,25 @@ def test_the_ranks_meet_before_the_group_is_torn_down(monkeypatch):
     assert calls == ["destroy"]
 
 
+EXIT = """
+import sys
+from utils.preemption import exit_with, skip_teardown_at_exit
+if sys.argv[1] == "left_a_group":
+    skip_teardown_at_exit()
+print("done", flush=False)  # still buffered when the process ends
+exit_with(lambda: int(sys.argv[2]) if sys.argv[3] == "returns" else sys.exit(int(sys.argv[2])))
+"""
+
+
+@pytest.mark.parametrize("how", ["returns", "raises"])
+@pytest.mark.parametrize("group", ["left_a_group", "never_in_one"])
+def test_a_script_exits_with_its_status_and_its_output_whatever_the_teardown(how, group):
+    for status in (0, 2, 75):
+        result = subprocess.run([sys.executable, "-c", EXIT, group, str(status), how], cwd=REPO, env=clean_env(),
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == status and result.stdout == "done\n", (status, result)
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Gradient accumulation all-reduces once per update, not once per micro-batch.
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .preemption import skip_teardown_at_exit
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -181,6 +183,7 @@ def cleanup(info: DistInfo, agreed: bool = True) -> None:
         if agreed:
             dist.barrier()
         dist.destroy_process_group()
+        skip_teardown_at_exit()
 
 
 def broadcast_object(obj, info: DistInfo):
