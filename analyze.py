@@ -19,10 +19,11 @@ import torch
 
 from utils import threads
 from utils.analysis import baselines, bit_accuracy, embeddings, loading, positions, probes, scaling
+from utils.checkpoint import PATH_MAX
 from utils.distributed import DistInfo, resolve_device
 from utils.evaluation import plot_accuracy_by_position
 from utils.int_list import parse_int_list
-from utils.results import save_npz, save_table
+from utils.results import NAME_MAX, WriteError, save_npz, save_table
 
 EXIT_BAD_INPUT = 2
 
@@ -37,6 +38,21 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         fail(f"{message} (see --help)")
+
+
+def check_out(out: str) -> None:
+    """--out can hold the outputs: a directory, or a name a directory can be made at, where this process
+    may write (checked before any compute; nothing is created until the first output is written)."""
+    if not out or len(os.path.join(out, "x" * NAME_MAX).encode()) >= PATH_MAX:
+        raise ValueError(f"--out must be a folder name with room for file names of {NAME_MAX} bytes, got {out[:40]!r}")
+    folder = out
+    while not os.path.exists(folder) and os.path.dirname(os.path.abspath(folder)) != os.path.abspath(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    where = "" if folder == out else f" (at {folder})"
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {out}: not a directory{where}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: not writable{where}")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +84,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def load(args):
+    check_sizes(args)
     moduli = parse_int_list(args.m, "--m")
     flags = {"n_head": args.n_head, "digits": args.digits, "base": args.base, "n_a": args.n_a, "n_c": args.n_c,
              "m": moduli[0] if moduli else None, "seq_len": args.seq_len, "type": args.type,
@@ -78,13 +95,16 @@ def load(args):
     return loaded, device, {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 
 
-def sets_from_args(args, settings):
-    for name in ("n_test_a", "n_test_c", "n_example", "batch_size", "seq_len"):
+def check_sizes(args) -> None:
+    """The size flags, before a model is built."""
+    for name, lowest in (("n_head", 1), ("n_test_a", 1), ("n_test_c", 1), ("n_example", 1), ("batch_size", 1),
+                         ("seq_len", 2)):
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    if args.seq_len is not None and args.seq_len < 2:
-        raise ValueError(f"--seq_len must be >= 2, got {args.seq_len}")
+        if value is not None and value < lowest:
+            raise ValueError(f"--{name} must be >= {lowest}, got {value}")
+
+
+def sets_from_args(args, settings):
     return loading.eval_sets(settings, moduli=parse_int_list(args.m, "--m"), kind=args.type,
                              control_bits=args.control_bits, bits_to_keep=args.bits_to_keep, data_seed=args.data_seed,
                              a_values=parse_int_list(args.a, "--a"), c_values=parse_int_list(args.c, "--c"),
@@ -117,7 +137,6 @@ def cmd_eval(args) -> int:
                 raise ValueError(f"--baselines lcg reads LCG states; {s.label} is not an LCG (use family)")
             if name == "family" and s.m > baselines.MAX_FAMILY_MODULUS:
                 raise ValueError(f"--baselines family enumerates states: m={s.m} is above {baselines.MAX_FAMILY_MODULUS}")
-    os.makedirs(args.out, exist_ok=True)
     rows, bit_rows, summary, rolls, curves, heatmaps = [], [], [], [], {}, []
     for s in sets:
         n_seq = len(s.dataset)
@@ -192,7 +211,6 @@ def cmd_curves(args) -> int:
     for key in keys:
         if key not in arrays:
             raise ValueError(f"{args.positions} has no array {key!r}; it has {', '.join(sorted(arrays))}")
-    os.makedirs(args.out, exist_ok=True)
     rows, over_training = [], {}
     for key in keys:
         acc = arrays[key]
@@ -229,7 +247,6 @@ def cmd_embed(args) -> int:
     coords, ratio = embeddings.pca(wte[:n_tokens])
     k = min(args.components, coords.shape[1])
     w, labels = embeddings.token_properties(n_tokens)
-    os.makedirs(args.out, exist_ok=True)
     variance = os.path.join(args.out, "embed_variance.csv")
     save_table([{"component": i + 1, "explained_variance": float(r), "cumulative": float(c)}
                 for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))], ["component", "explained_variance", "cumulative"],
@@ -292,7 +309,6 @@ def cmd_layers(args) -> int:
     rows = [{"m": m, "layer": layer, "position": p, "accuracy": probes.linear_probe(feats[layer, :, i], labels),
              "chance": float(chance), "classes": len(group), "sequences": len(labels)}
             for layer in range(feats.shape[0]) for i, p in enumerate(wanted)]
-    os.makedirs(args.out, exist_ok=True)
     table = os.path.join(args.out, "layer_probe.csv")
     save_table(rows, list(rows[0]), table)
     plot = os.path.join(args.out, "layer_probe.png")
@@ -330,7 +346,6 @@ def cmd_scaling(args) -> int:
         if p["context_needed"] is None:
             print(f"left out (accuracy never {verb} {p['tau']}): {p['run']} m={p['m']} {p['label']}")
     fit = scaling.fit_power_law([p["m"] for p in reached], [p["context_needed"] for p in reached])
-    os.makedirs(args.out, exist_ok=True)
     table = os.path.join(args.out, "scaling.csv")
     laws = [scaling.paper_law(p["label"]) for p in points]
     save_table([{**p, "rule": args.context_rule,
@@ -434,8 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None) is not None:
+            check_out(args.out)
         return args.run(args)
-    except ValueError as err:
+    except (ValueError, WriteError) as err:  # bad input, or an output that could not be written (disk full)
         fail(str(err))
 
 

@@ -4,8 +4,12 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
+from utils.preemption import StopSignals, catch_stop_signals, exit_with
+
+if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
+    catch_stop_signals()
+
 import os
-import sys
 import time
 
 import numpy as np
@@ -16,13 +20,13 @@ from utils.curriculum import ModulusSampler
 from utils.data import to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
-from utils.checkpoint import FileKind, RunScope, fit_name
+from utils.checkpoint import FileKind, RunScope
 from utils.pretrained import load_pretrained
 from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
 from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
 from utils.schedules import modulus_weights, phase_lr
 from utils.seeds import seed_everything
-from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
+from utils.trainer import Task, fit, format_eta
 from utils.wandb_utils import WandbRun
 
 
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
             load_pretrained(probe, cfg.pretrained_path, log=lambda *a, **k: None)
         except ValueError as err:
             fail(str(err))
-    with StopSignals() as signals, RunScope(info) as scope:
+    with StopSignals() as signals, RunScope(info, signals) as scope:
         run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
@@ -216,8 +220,7 @@ def main(argv=None) -> int:
             written += save_final_outputs(cfg, task, splits, curves, train_correct, log)
             scope.finish(written)
         except WriteError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 1
+            return task.final_write_failed(err, state)
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
         print("\nfinal evaluation (unseen a and c):")
@@ -244,7 +247,7 @@ def save_final_outputs(cfg, task, splits, curves, train_correct, log) -> list[st
         acv = (f"training_ac_values_moduli{moduli}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}_ntc{cfg.n_test_c}"
                f"_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
         keys = ("type", "moduli", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
-        written.append(save_shared(os.path.join(cfg.results_dir, fit_name(acv)),
+        written.append(save_shared(os.path.join(cfg.results_dir, acv),
                                    {"training_ac_values": {m: {"train_a": s.train_a.tolist(), "train_c": s.train_c.tolist()}
                                                            for m, s in splits.items()},
                                     "config": {k: getattr(cfg, k) for k in keys}}, log))
@@ -283,4 +286,4 @@ def plot_schedule(path: str, cfg, task) -> None:
 
 
 if __name__ == "__main__":
-    exit_ignoring_signals(main())
+    exit_with(main)

@@ -2,9 +2,13 @@
 model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
 from __future__ import annotations
 
+from utils.preemption import StopSignals, catch_stop_signals, exit_with
+
+if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
+    catch_stop_signals()
+
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -13,12 +17,12 @@ from utils import config, distributed, settings, threads
 from utils.data import EpochOrder, eval_shards
 from utils.evaluation import evaluate, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
-from utils.checkpoint import FileKind, RunScope, fit_name
+from utils.checkpoint import FileKind, RunScope
 from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
 from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
 from utils.schedules import single_lr
 from utils.seeds import correctness_sample_rng, seed_everything
-from utils.trainer import StopSignals, Task, exit_ignoring_signals, fit, format_eta
+from utils.trainer import Task, fit, format_eta
 from utils.wandb_utils import WandbRun
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
     log = print if info.master else (lambda *a, **k: None)
     cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
     model_config = GPTConfig.for_run(cfg)
-    with StopSignals() as signals, RunScope(info) as scope:
+    with StopSignals() as signals, RunScope(info, signals) as scope:
         run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
         if run.finished:
             return 0
@@ -174,8 +178,7 @@ def main(argv=None) -> int:
             written += save_final_outputs(cfg, task, split, curves, log)
             scope.finish(written)
         except WriteError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 1
+            return task.final_write_failed(err, state)
         wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
                            "training/final_step": state.update})
         print_summary(task.rows, written)
@@ -207,18 +210,18 @@ def save_final_outputs(cfg, task, split, curves, log) -> list[str]:
         save_torch(clean_state_dict(task.model), files.path("params"))
         written.append(files.path("params"))
         data = f"{cfg.type}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
-        written.append(save_shared(os.path.join(d, fit_name(f"trainac_{data}_ne{cfg.n_example}_dI{cfg.data_seed}.npz")),
+        written.append(save_shared(os.path.join(d, f"trainac_{data}_ne{cfg.n_example}_dI{cfg.data_seed}.npz"),
                                    {"train_a": split.train_a, "train_c": split.train_c}, log))
         acv = (f"training_ac_values_m{cfg.m}_na{cfg.n_a}_nc{cfg.n_c}_nta{cfg.n_test_a}_ntc{cfg.n_test_c}"
                f"_ne{cfg.n_example}_vs{cfg.vocab_size}_sl{cfg.seq_len}_dI{cfg.data_seed}_I{cfg.main_seed}.pt")
         keys = ("type", "m", "n_a", "n_c", "n_example", "vocab_size", "seq_len", "control_bits", "data_seed", "main_seed")
-        written.append(save_shared(os.path.join(d, fit_name(acv)),
+        written.append(save_shared(os.path.join(d, acv),
                                    {"training_ac_values": {"train_a": split.train_a.tolist(),
                                                            "train_c": split.train_c.tolist()},
                                     "config": {k: getattr(cfg, k) for k in keys}}, log))
     if cfg.save_test_values:
-        testac = os.path.join(d, fit_name(f"testac_{cfg.type}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
-                                          f"_nta{len(split.test_a)}_ntc{len(split.test_c)}_dI{cfg.data_seed}.npz"))
+        testac = os.path.join(d, f"testac_{cfg.type}_m{cfg.m}_b{cfg.base}_d{cfg.digits}_na{cfg.n_a}_nc{cfg.n_c}"
+                                 f"_nta{len(split.test_a)}_ntc{len(split.test_c)}_dI{cfg.data_seed}.npz")
         written.append(save_shared(testac, {"test_a": split.test_a, "test_c": split.test_c}, log))
     if curves is not None:
         save_npz(files.path("correctness"), **curves)
@@ -244,4 +247,4 @@ def print_summary(rows: list[dict], written: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    exit_ignoring_signals(main())
+    exit_with(main)

@@ -1,10 +1,13 @@
 """Random kill/resume trials of both training scripts: does every interrupted run end exactly as the
 uninterrupted one?
 
-Each trial starts a tiny run in a fresh folder, sends it a random signal (SIGTERM, SIGINT, SIGUSR1 or
-SIGKILL) a random delay after the run has claimed its files (its manifest appears), then runs the same command with `--resume auto` until it exits 0, and
-compares the eval table / CSV (bytes) and the final model (tensors) with an uninterrupted reference
-run of the same command.
+Each trial starts a tiny run in a fresh folder and sends it one signal, drawn from those that end a
+job (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1) and SIGKILL, at a random moment: half the trials while
+the script starts (0-3 s after launch: imports, parsing, claiming its files), half during training (a
+random delay after its manifest appears). It then runs the same command with `--resume auto` until it
+exits 0, and compares the eval table / CSV (bytes) and the final model (tensors) with an uninterrupted
+reference run of the same command. A stop signal must end the first start with status 75 (or 0 when
+the run had finished first); SIGKILL with -9.
 
     python bench/faults.py --trials 20 --seed 1
 """
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import torch
 
@@ -33,7 +37,8 @@ SCRIPTS = {
     "curriculum_lowmem.py": [*TINY, "--moduli", "256,512", "--custom_phases", PHASES, "--eval_interval", "250",
                              "--checkpoint_interval", "200", "--lr_trgt", "1e-3", "--save_correctness"],
 }
-SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGKILL]
+SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGKILL]
+STARTING = 3.0  # seconds after launch in which a "start" trial's signal falls (the imports alone take ~2 s)
 
 
 def env() -> dict:
@@ -59,6 +64,18 @@ def outputs(folder: str) -> tuple[bytes, dict]:
     return data, state.get("model_state_dict", state)
 
 
+def listing(folder: str) -> list[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def left_behind(folder: str) -> str:
+    """What a first start left: nothing, only its manifest (it had claimed its files), or more."""
+    names = listing(folder)
+    if not names:
+        return "nothing"
+    return "manifest" if all(n.startswith(("run_", ".run_")) for n in names) else "files"
+
+
 def same(a: tuple[bytes, dict], b: tuple[bytes, dict]) -> bool:
     return a[0] == b[0] and set(a[1]) == set(b[1]) and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
 
@@ -79,20 +96,24 @@ def main() -> int:
         assert proc.wait() == 0, proc.stderr.read()
         reference[script] = outputs(folder)
         print(f"reference {script}: {time.perf_counter() - t0:.1f} s")
-    identical = interrupted = 0
-    print(f"{'trial':>5}  {'script':<22}{'signal':<9}{'delay s':>8}  {'first exit':>10}  {'starts':>6}  result")
+    identical, first_exits = 0, {}
+    print(f"{'trial':>5}  {'script':<22}{'signal':<9}{'moment':<10}{'delay s':>8}  {'first exit':>10}  {'left':<11}"
+          f"{'starts':>6}  result")
     for trial in range(args.trials):
         script, sig = rng.choice(list(SCRIPTS)), rng.choice(SIGNALS)
-        delay = rng.uniform(0.0, args.max_delay)
+        moment = rng.choice(["start", "training"])
+        delay = rng.uniform(0.0, STARTING if moment == "start" else args.max_delay)
         folder = os.path.join(root, f"trial{trial}")
         proc = start(script, folder)
-        while proc.poll() is None and not (os.path.isdir(folder) and any(n.startswith("run_") for n in os.listdir(folder))):
-            time.sleep(0.02)
+        if moment == "training":
+            while proc.poll() is None and not any(n.startswith("run_") for n in listing(folder)):  # its manifest
+                time.sleep(0.02)
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(sig)
         first = proc.wait()
+        left = left_behind(folder)
         starts, code = 1, first
         while code != 0 and starts < 6:
             resumed = start(script, folder, "--resume", "auto")
@@ -102,12 +123,18 @@ def main() -> int:
                 print(resumed.stderr.read().strip()[-300:])
         ok = code == 0 and same(outputs(folder), reference[script])
         identical += ok
-        interrupted += first != 0
-        print(f"{trial:>5}  {script:<22}{signal.Signals(sig).name:<9}{delay:>8.1f}  {first:>10}  {starts:>6}  "
-              f"{'identical' if ok else 'DIFFERENT'}")
-    print(f"{identical} of {args.trials} runs ended identical to the uninterrupted run; {interrupted} of them were "
-          f"stopped by the signal (first exit != 0), the others had finished first (files in {root})")
-    return 0 if identical == args.trials else 1
+        first_exits.setdefault(signal.Signals(sig).name, Counter())[first] += 1
+        print(f"{trial:>5}  {script:<22}{signal.Signals(sig).name:<9}{moment:<10}{delay:>8.1f}  {first:>10}  {left:<11}"
+              f"{starts:>6}  {'identical' if ok else 'DIFFERENT'}", flush=True)
+    print(f"{identical} of {args.trials} runs ended identical to the uninterrupted run (files in {root})")
+    print("first exit status by signal (75: stopped, with a checkpoint once training had begun; 0: finished first; "
+          "-9: SIGKILL):")
+    expected_ok = True
+    for name, counter in sorted(first_exits.items()):
+        print(f"  {name:<8} {dict(sorted(counter.items()))}")
+        allowed = {-signal.SIGKILL, 0} if name == "SIGKILL" else {75, 0}
+        expected_ok &= set(counter) <= allowed
+    return 0 if identical == args.trials and expected_ok else 1
 
 
 if __name__ == "__main__":

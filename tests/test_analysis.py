@@ -5,6 +5,7 @@ import glob
 import itertools
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -527,3 +528,83 @@ def test_eval_of_a_two_digit_abacus_model_matches_the_training_positions_file(tm
     bits = pd.read_csv(tmp_path / "a" / "bit_accuracy_by_position.csv").query("kind == 'low_bits' and index == 7")
     np.testing.assert_allclose(bits.sort_values("position").accuracy.to_numpy(), model.accuracy.to_numpy())
     assert pd.read_csv(tmp_path / "a" / "rollout.csv").generated.tolist() == [6]
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input of every kind: one `error:` line, exit 2, before any compute where it can be known then.
+
+@pytest.fixture(scope="module")
+def bad_files(lcg_run, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_files")
+    ckpt = torch.load(one(lcg_run, "checkpoint_*_step5.pt"), weights_only=True)
+    params = torch.load(one(lcg_run, "params_*.pth"), weights_only=True)
+    torch.save({**ckpt, "config": {**ckpt["config"], "n_head": 0}}, d / "n_head_0.pt")
+    torch.save({**ckpt, "config": {**ckpt["config"], "seq_len": 1e9}}, d / "seq_len_1e9.pt")
+    torch.save({**params, "transformer.h.0.attn.c_attn.weight": torch.zeros(5, 7)}, d / "wrong_shape.pth")
+    torch.save({**params, "transformer.wte.weight": torch.zeros(5)}, d / "flat_embedding.pth")
+    (d / "empty_positions.npz").write_bytes(b"")
+    (d / "empty_runs.csv").write_bytes(b"")
+    (d / "a_file").write_text("x")
+    return {"CKPT": one(lcg_run, "checkpoint_*_step5.pt"), "PARAMS": one(lcg_run, "params_*.pth"),
+            **{p.stem.upper(): str(p) for p in d.iterdir()}}
+
+
+PARAMS_FLAGS = ["--m", "256", "--seq_len", "9"]
+BAD_ANALYSIS = {  # case -> (arguments, words of the message); FILE names come from bad_files, OUT is a fresh folder
+    "out_is_a_file": (["eval", "CKPT", "--out", "A_FILE"], ["--out", "not a directory"]),
+    "out_inside_a_file": (["eval", "CKPT", "--out", "A_FILE/sub"], ["--out", "not a directory"]),
+    "n_head_0_flag": (["eval", "PARAMS", "--n_head", "0", *PARAMS_FLAGS, "--out", "OUT"], ["--n_head", ">= 1"]),
+    "seq_len_0_flag": (["eval", "CKPT", "--seq_len", "0", "--out", "OUT"], ["--seq_len", ">= 2"]),
+    "n_head_0_in_config": (["eval", "N_HEAD_0", "--out", "OUT"], ["n_head", ">= 1"]),
+    "seq_len_1e9_in_config": (["eval", "SEQ_LEN_1E9", "--no_rollout", "--out", "OUT"], ["seq_len", "memory"]),
+    "tensor_of_another_shape": (["eval", "WRONG_SHAPE", "--n_head", "2", *PARAMS_FLAGS, "--out", "OUT"],
+                                ["do not fit", "c_attn"]),
+    "flat_embedding": (["embed", "FLAT_EMBEDDING", "--out", "OUT"], ["wte", "shape"]),
+    "empty_positions_file": (["curves", "EMPTY_POSITIONS", "--out", "OUT"], ["not a readable .npz"]),
+    "empty_npz_to_scaling": (["scaling", "EMPTY_POSITIONS", "--out", "OUT"], ["not a readable .npz"]),
+    "empty_csv_to_scaling": (["scaling", "EMPTY_RUNS", "--out", "OUT"], ["not a readable CSV"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ANALYSIS))
+def test_bad_input_to_analyze_is_one_line_exit_2(bad_files, tmp_path, capsys, monkeypatch, case):
+    args, words = BAD_ANALYSIS[case]
+    files = {**bad_files, "OUT": str(tmp_path / "out")}
+
+    def built(*a, **k):
+        raise AssertionError("a model was built for bad input")
+    if case.endswith("_flag"):  # known from the flags alone: refused before any model is built
+        monkeypatch.setattr(analyze_cli.loading, "build", built)
+    args = [re.sub(r"^[A-Z_0-9]+(?=/|$)", lambda m: files.get(m.group(0), m.group(0)), a) for a in args]
+    assert_bad_input(bad_input(capsys, *args), *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_that_cannot_be_written_is_one_line_exit_2(lcg_run, tmp_path, capsys):
+    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() == 0:
+        assert subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(target)]).returncode == 0
+    else:
+        target.chmod(0o555)
+    try:
+        assert_bad_input(bad_input(capsys, "eval", ckpt, "--no_rollout", "--out", target / "x"), "not writable")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(target)])
+
+
+def test_a_full_out_folder_is_one_line_exit_2(lcg_run, tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    target = tmp_path / "full"
+    target.mkdir()
+    assert subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)]).returncode == 0
+    try:
+        (target / "filler").write_bytes(b"\0" * 45_000)  # no room for a plot: the per-bit heatmap comes first
+        result = bad_input(capsys, "eval", one(lcg_run, "checkpoint_*_step5.pt"), "--no_rollout", "--out", target)
+        assert_bad_input(result, "could not write", "bit_accuracy_model_LCG_m256.png", "No space left")
+        assert not [n for n in os.listdir(target) if n.startswith(".tmp_")]
+    finally:
+        subprocess.run(["umount", "-l", str(target)])

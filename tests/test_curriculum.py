@@ -338,6 +338,39 @@ def test_unreadable_config_files_fail_in_one_line(tmp_path, capsys):
         assert_one_line_error(capsys, stop.value.code, *words)
 
 
+def alias_bomb(depth: int, width: int = 9) -> str:
+    """A list of `depth` levels, each `width` aliases of the one before: width^depth strings in a few
+    hundred bytes."""
+    levels = [f"&l0 [{', '.join(['x'] * width)}]"]
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, depth)]
+    return "[" + ", ".join(levels) + "]"
+
+
+@pytest.mark.parametrize("name", ["repeated_key", "repeated_section", "alias_bomb", "recursive_alias", "too_deep"])
+def test_yaml_that_no_config_has_fails_in_one_line_before_any_data_or_model(tmp_path, capsys, monkeypatch, name):
+    base = tiny_yaml()
+    del base["description"], base["training"]  # written below
+    config = yaml.safe_dump(base) + "training: {batch_size: 8, eval_interval: 2}\n"
+    text, words = {
+        "repeated_key": (config.replace("batch_size: 8", "lr_trgt: 1e-3, batch_size: 8, lr_trgt: 2e-3"),
+                         ["lr_trgt", "twice"]),  # PyYAML alone trains with the last
+        "repeated_section": (config + "model: {n_layer: 3}\n", ["'model'", "twice"]),
+        "alias_bomb": (config + f"description: {alias_bomb(6)}\n", ["aliases", "100,000"]),
+        "recursive_alias": (config + "description: &d [1, *d]\n", ["alias"]),
+        "too_deep": (config + "description: " + "[" * 5000 + "]" * 5000 + "\n", ["nested too deeply"]),
+    }[name]
+
+    def built(*a, **k):
+        raise AssertionError("data or a model was built for a bad config")
+    monkeypatch.setattr(settings, "PRNGDataset", built)
+    monkeypatch.setattr(curriculum_lowmem, "build_model", built)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        run_main("--config", write_yaml(tmp_path / "c.yaml", text), "--results_dir", out)
+    assert_one_line_error(capsys, stop.value.code, *words)
+    assert not out.exists()
+
+
 def test_no_yaml_mode_needs_custom_phases(capsys):
     with pytest.raises(SystemExit) as stop:
         run_main("--moduli", "256,1024", *TINY)
@@ -463,7 +496,7 @@ def test_no_yaml_run_end_to_end_batches_follow_the_refreshed_weights(tmp_path, m
     assert sorted(os.listdir(tmp_path)) == sorted([
         f"{base}.csv", f"correctness_{base}.npz", f"accuracy_by_position_{base}.png", f"schedule_{base}.png",
         f"multi_curriculum_model_lazy_{base}.pt", "training_ac_values_moduli256_1024_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI1_I1.pt",
-        f"positions_{base}.npz", f"run_{base}.json"])
+        f"positions_{base}.npz", f"run_{base}.json", f".run_{base}.lock"])
     table = pd.read_csv(tmp_path / f"{base}.csv")
     assert table["step"].tolist() == [0, 5, 10]
     assert table[["alpha_m256", "alpha_m1024"]].to_numpy().tolist() == [[1, 0], [0, 1], [0, 1]]
@@ -587,7 +620,7 @@ def test_output_file_names(files_run):
     assert sorted(os.listdir(out)) == sorted([
         f"{FILES_BASE}.csv", f"correctness_{FILES_BASE}.npz", f"accuracy_by_position_{FILES_BASE}.png",
         f"schedule_{FILES_BASE}.png", f"multi_curriculum_model_lazy_{FILES_BASE}.pt", ACV_NAME,
-        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json",
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json", f".run_{FILES_BASE}.lock",
         *(f"multi_curriculum_checkpoint_{FILES_BASE}_step{s}.pt" for s in (0, 4, 8, 10))])
 
 
@@ -858,7 +891,7 @@ def test_readme_yaml_runs_and_the_loop_applies_its_lr(tmp_path, applied_lrs):
             f"accuracy_by_position_{README_BASE}.png", f"schedule_{README_BASE}.png",
             "training_ac_values_moduli65536_262144_na4_nc4_nta2_ntc2_ne1_vs1024_sl9_dI2_I1.pt",
             f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"} <= names
-    assert len(names) == 14
+    assert len(names) == 15  # and the run's lock file
     table = pd.read_csv(out / f"{README_BASE}.csv")
     assert table["step"].tolist() == list(range(0, 5001, 200))
     for _, row in table.iterrows():

@@ -78,7 +78,7 @@ def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, caps
     stop = re.search(r"stopped by signal at step (\d+); checkpoint (\S+); continue with --resume auto", stdout)
     assert stop and 10 <= int(stop.group(1)) < 300, stdout
     assert sorted(os.listdir(stopped)) == sorted([f"eval_{base}.tab", os.path.basename(stop.group(2)),
-                                                  f"positions_{base}.npz", f"run_{base}.json"])
+                                                  f"positions_{base}.npz", f"run_{base}.json", f".run_{base}.lock"])
     assert load(stop.group(2))["step"] == int(stop.group(1))
 
     assert prng_train_lowmem.main([*PREEMPT, "--results_dir", str(stopped), "--resume", "auto"]) == 0
@@ -213,7 +213,8 @@ def test_nan_loss_stops_naming_the_update_and_keeps_the_checkpoints(tmp_path, ca
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: non-finite loss") and "at update 5 " in err[0], err
-    assert sorted(os.listdir(tmp_path)) == sorted([f"eval_{base}.tab", f"positions_{base}.npz", f"run_{base}.json"] +
+    assert sorted(os.listdir(tmp_path)) == sorted([f"eval_{base}.tab", f"positions_{base}.npz", f"run_{base}.json",
+                                                   f".run_{base}.lock"] +
                                                   [f"checkpoint_{base}_step{s}.pt" for s in (0, 2, 4)])
     assert read_eval(tmp_path / f"eval_{base}.tab")["step"].tolist() == [0, 2, 4]
     assert load_checkpoint(str(tmp_path / f"checkpoint_{base}_step4.pt"))["step"] == 4

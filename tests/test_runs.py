@@ -1,19 +1,22 @@
 """No run loses or clobbers data: run identity and stems, the run-long lock, start-up checks, write
-failures, signals at any moment, resume that trusts nothing it can re-derive, long names.
+failures, signals at any moment, resume that trusts nothing it can re-derive, long names, shared files.
 
 Exit statuses: 0 done (or already done), 1 a write failure or crash, 2 bad input, 75 stopped by a signal
 after a checkpoint.
 """
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -21,8 +24,10 @@ import torch
 import curriculum_lowmem
 import prng_train_lowmem
 from tests.helpers import clean_env, read_eval, single_base
-from utils import checkpoint, trainer
+from utils import checkpoint
 from utils.checkpoint import NAME_MAX, load_checkpoint, run_identity, save_checkpoint
+from utils.preemption import StopSignals
+from utils.results import save_shared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -36,10 +41,9 @@ def listing(folder):
     return sorted(os.listdir(folder))
 
 
-class StopAfter(trainer.StopSignals):
-    """Stop signals whose flag is up from the `checks`-th look on: the loop looks once per update, so the
-    run stops (checkpoint, exit 75) after update `checks` of this start."""
-    checks = 3
+class StopAtLook(StopSignals):
+    """Stop signals whose flag goes up at its `look`-th read (and stays up)."""
+    look = 1
 
     def __init__(self):
         self._seen = 0
@@ -48,17 +52,23 @@ class StopAfter(trainer.StopSignals):
     @property
     def received(self):
         self._seen += 1
-        return signal.SIGTERM if self._seen >= self.checks else None
+        return signal.SIGTERM if self._seen >= self.look else None
 
     @received.setter
     def received(self, value):
         pass
 
 
+# The flag is read before the run claims its files, before the first update, and after every update
+# (and between micro-batches, none with G = 1): read LOOKS_BEFORE_TRAINING + u comes after update u.
+LOOKS_BEFORE_TRAINING = 2
+
+
 @contextlib.contextmanager
-def stopped_after(module, checks):
+def stopped_after(module, updates):
+    """Runs of `module` started inside stop after `updates` updates of each start (checkpoint, exit 75)."""
     real = module.StopSignals
-    module.StopSignals = type("Stop", (StopAfter,), {"checks": checks})
+    module.StopSignals = type("Stop", (StopAtLook,), {"look": updates + LOOKS_BEFORE_TRAINING})
     try:
         yield
     finally:
@@ -81,13 +91,17 @@ def reference(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------
 # 1. Identity: a run that differs only in a setting the base name leaves out gets its own files.
 
-def test_identity_ignores_only_what_may_change_on_resume():
+def test_identity_ignores_only_what_may_change_on_resume_or_only_changes_outputs():
     cfg = prng_train_lowmem.plain_config(prng_train_lowmem.setup_config(
         prng_train_lowmem.build_parser().parse_args(RUN), 1, log=lambda *a: None))
     same = [{"results_dir": "elsewhere/"}, {"resume": "auto"}, {"keep_checkpoints": 3}, {"ignore_disk_check": True},
-            {"device": "cuda"}, {"dtype": "bfloat16"}, {"compile": "on"}, {"batch_size": 2, "world_size": 2}]
-    other = [{"lr_min": 1e-5}, {"beta2": 0.99}, {"eval_interval": 4}, {"checkpoint_interval": 4},
-             {"exclude_ac_paths": ["x.npz"]}, {"batch_size": 2}, {"main_seed": 2}]
+            {"device": "cuda"}, {"dtype": "bfloat16"}, {"compile": "on"}, {"batch_size": 2, "world_size": 2},
+            # output only: which files are written, and how often checkpoints are
+            {"save_params": False}, {"save_correctness": True}, {"save_test_values": True},
+            {"save_checkpoints": False}, {"checkpoint_interval": 4},
+            {"exclude_ac_paths": []}]  # the flag without a file: no exclusions, as without the flag
+    other = [{"lr_min": 1e-5}, {"beta2": 0.99}, {"eval_interval": 4}, {"exclude_ac_paths": ["x.npz"]},
+             {"batch_size": 2}, {"main_seed": 2}, {"grad_acc_steps": 2}]
     for change in same:
         assert run_identity({**cfg, **change}) == run_identity(cfg), change
     for change in other:
@@ -140,6 +154,100 @@ def test_starting_over_a_run_with_checkpoints_needs_resume(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume auto" in err[0] and "checkpoints up to update 1" in err[0], err
     assert listing(tmp_path) == before
+
+
+def stopped_run(folder, updates=3, args=RUN):
+    """`args` in `folder`, stopped by a signal after `updates` updates (checkpoint, exit 75)."""
+    with stopped_after(prng_train_lowmem, updates):
+        assert prng_train_lowmem.main([*args, "--results_dir", str(folder)]) == 75
+
+
+def assert_same_as_reference(folder, reference, base):
+    pd.testing.assert_frame_equal(read_eval(folder / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
+                                  check_exact=True)
+    params = torch.load(folder / f"params_{base}.pth", weights_only=True)
+    for name, tensor in torch.load(reference / f"params_{base}.pth", weights_only=True).items():
+        assert torch.equal(params[name], tensor), name
+
+
+MANIFEST_DAMAGE = {
+    "missing": lambda path, manifest: path.unlink(),
+    "cut_short": lambda path, manifest: path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2]),
+    "finished_not_a_record": lambda path, manifest: path.write_text(json.dumps({**manifest, "finished": "yes"})),
+    "identity_not_a_string": lambda path, manifest: path.write_text(json.dumps({**manifest, "identity": 5})),
+    "not_json": lambda path, manifest: path.write_bytes(b"\x00" * 100),
+}
+
+
+@pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE))
+def test_a_lost_or_damaged_manifest_resumes_from_the_runs_own_checkpoints(tmp_path, reference, capsys, damage):
+    base = single_base(RUN)
+    stopped_run(tmp_path)
+    manifest_path = tmp_path / f"run_{base}.json"
+    MANIFEST_DAMAGE[damage](manifest_path, json.loads(manifest_path.read_text()))
+    capsys.readouterr()
+    assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume: from {tmp_path / f'checkpoint_{base}_step3.pt'}" in out
+    assert "manifest of this run" in out and "missing or damaged" in out
+    assert not [n for n in os.listdir(tmp_path) if f"{base}_2" in n]  # no second stem: the checkpoints told the owner
+    assert_same_as_reference(tmp_path, reference, base)
+    manifest = json.loads(manifest_path.read_text())  # written again, whole
+    assert manifest["identity"] == run_identity(manifest["config"]) and manifest["finished"]
+
+
+def test_checkpoints_copied_to_a_new_folder_are_resumed_there(tmp_path, reference, capsys):
+    base = single_base(RUN)
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    stopped_run(first)
+    moved.mkdir()
+    for name in os.listdir(first):
+        if name.startswith("checkpoint_"):
+            shutil.copy(first / name, moved / name)
+    capsys.readouterr()
+    assert prng_train_lowmem.main([*RUN, "--results_dir", str(moved), "--resume", "auto"]) == 0
+    assert f"resume: from {moved / f'checkpoint_{base}_step3.pt'}" in capsys.readouterr().out
+    assert not [n for n in os.listdir(moved) if f"{base}_2" in n]
+    assert_same_as_reference(moved, reference, base)
+
+
+def test_a_requeue_that_adds_output_flags_resumes_the_same_run(tmp_path, reference, capsys):
+    base = single_base(RUN)
+    without = [a for a in RUN if a != "--save_params"]  # the first start saved no final model
+    stopped_run(tmp_path, args=without)
+    capsys.readouterr()
+    # The requeue's command line adds --save_params and --save_correctness, changes --checkpoint_interval and
+    # gives --exclude_ac_paths without a file (no exclusions, as before): the same run, so it resumes.
+    assert prng_train_lowmem.main([*RUN, "--save_correctness", "--checkpoint_interval", "4", "--exclude_ac_paths",
+                                   "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
+    assert f"resume: from {tmp_path / f'checkpoint_{base}_step3.pt'}" in capsys.readouterr().out
+    assert not [n for n in os.listdir(tmp_path) if f"{base}_2" in n]
+    assert_same_as_reference(tmp_path, reference, base)
+    assert f"correctness_{base}.npz" in os.listdir(tmp_path)
+
+
+def test_a_failed_manifest_write_leaves_the_previous_manifest_whole(tmp_path, monkeypatch):
+    files = checkpoint.RunFiles(str(tmp_path), "RUN", {"manifest": checkpoint.FileKind("run_", ".json"),
+                                                       "checkpoint": checkpoint.FileKind("c_", "_{step}.pt")}, 8)
+    with checkpoint.DirLock(str(tmp_path)):
+        claim = checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
+    checkpoint.write_manifest(claim, {"identity": "0123456789ab", "finished": None, "notes": "x" * 10_000})
+    before = (tmp_path / "run_RUN.json").read_bytes()
+
+    def disk_full(fd):  # the data never reaches the disk (ENOSPC at write-back, as NFS reports it)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(checkpoint.WriteError, match="No space left"):
+        checkpoint.write_manifest(claim, {"identity": "0123456789ab", "finished": {"time": "t", "files": ["a"] * 2000}})
+    monkeypatch.undo()
+    assert (tmp_path / "run_RUN.json").read_bytes() == before
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp_")]
+    # The run still holds its lock after the manifest was replaced: a second claim is refused.
+    with pytest.raises(ValueError, match="already running"):
+        checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
+    checkpoint.release(checkpoint.RunStart(claim.files, "0123456789ab", None, claim, None))
+    assert checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8).fd is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,6 +369,65 @@ def test_results_dir_spelled_otherwise_on_resume_is_the_same_run(tmp_path, refer
                                   check_exact=True)
 
 
+def test_a_results_dir_too_long_for_the_runs_file_names_is_one_line(tmp_path, capsys):
+    # The start-up probe's short name fits; the manifest's and checkpoints' names would not (PATH_MAX).
+    target = str(tmp_path)
+    while len(target) < 3990 - 201:
+        target = os.path.join(target, "d" * 200)
+    target = os.path.join(target, "e" * (3990 - len(target) - 1))
+    os.makedirs(target)
+    with pytest.raises(SystemExit) as stop:
+        prng_train_lowmem.main([*RUN, "--results_dir", target])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: results_dir is 3990 bytes long"), err
+    assert os.listdir(target) == []
+
+
+def read_only_copy(source, tmp_path):
+    """A read-only copy of `source`: a read-only bind mount as root (as CI runs), else chmod 555."""
+    target = tmp_path / "ro_copy"
+    shutil.copytree(source, target)
+    if os.geteuid() == 0:
+        for cmd in (["mount", "--bind", str(target), str(target)], ["mount", "-o", "remount,bind,ro", str(target)]):
+            if subprocess.run(cmd).returncode != 0:
+                pytest.fail(f"running as root but cannot {' '.join(cmd)}")
+    else:
+        target.chmod(0o555)
+    return target
+
+
+def test_a_finished_run_in_a_read_only_folder_says_so_and_exits_0(tmp_path, reference, capsys):
+    folder = read_only_copy(reference, tmp_path)
+    try:
+        assert prng_train_lowmem.main([*RUN, "--results_dir", str(folder), "--resume", "auto"]) == 0
+        assert "this run finished already" in capsys.readouterr().out
+        # Another run in the same folder cannot start there: one line, exit 2.
+        with pytest.raises(SystemExit) as stop:
+            prng_train_lowmem.main([*RUN, "--lr_min", "1e-5", "--results_dir", str(folder)])
+        assert stop.value.code == 2 and "is not writable" in capsys.readouterr().err
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(folder)])
+
+
+def test_a_manifest_that_cannot_be_replaced_is_one_line(tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount the manifest read-only (CI runs as root)")
+    stopped_run(tmp_path)
+    manifest = tmp_path / f"run_{single_base(RUN)}.json"
+    for cmd in (["mount", "--bind", str(manifest), str(manifest)], ["mount", "-o", "remount,bind,ro", str(manifest)]):
+        assert subprocess.run(cmd).returncode == 0
+    try:
+        with pytest.raises(SystemExit) as stop:
+            prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path), "--resume", "auto"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: could not write") and manifest.name in err[0], err
+    finally:
+        subprocess.run(["umount", "-l", str(manifest)])
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. Write failures: one line naming the file, exit 1, earlier files intact; plots never cost the model.
 
@@ -298,6 +465,45 @@ def test_a_full_disk_at_the_final_params_write_is_one_line(tmp_path, capsys, mon
     assert load_checkpoint(str(tmp_path / f"checkpoint_{base}_step8.pt"))["step"] == 8
     manifest = json.loads((tmp_path / f"run_{base}.json").read_text())
     assert manifest["finished"] is None  # not done: --resume auto writes the final files
+
+
+def test_a_failed_final_model_write_without_checkpoints_keeps_the_model_in_one(tmp_path, reference, capsys,
+                                                                              monkeypatch):
+    base = single_base(RUN)
+    args = [a for a in RUN if a not in ("--save_checkpoints",)]
+    real = prng_train_lowmem.save_torch
+    with monkeypatch.context() as patch:
+        patch.setattr(prng_train_lowmem, "save_torch", lambda obj, path: real(obj, path) if "params_" not in path
+                      else real(obj, "/proc/no_such_dir/x.pth"))
+        assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    kept = tmp_path / f"checkpoint_{base}_step8.pt"
+    assert len(err) == 1 and err[0].startswith("error: could not write") and f"kept in the checkpoint {kept}" in err[0]
+    assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
+    assert_same_as_reference(tmp_path, reference, base)
+
+
+def test_a_full_disk_at_the_final_model_keeps_it_in_a_checkpoint_elsewhere(small_disk, tmp_path, capsys, monkeypatch):
+    if small_disk is None:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root); the patched-writer test covers the rest")
+    args = [*TINY, "--n_embd", "256", "--n_head", "4", "--num_steps", "2", "--eval_interval", "1", "--save_params",
+            "--ignore_disk_check"]  # params ~3 MB > the 2 MB disk
+    base = single_base(args)
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    assert prng_train_lowmem.main([*args, "--results_dir", str(small_disk)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    kept = spare / f"checkpoint_{base}_step2.pt"
+    assert len(err) == 1 and "No space left" in err[0] and f"kept in the checkpoint {kept}" in err[0], err
+    # The user frees space (here: a folder on a larger disk) and moves the checkpoint there.
+    roomy = tmp_path / "roomy"
+    shutil.copytree(small_disk, roomy)
+    shutil.move(kept, roomy / kept.name)
+    assert prng_train_lowmem.main([*args, "--results_dir", str(roomy), "--resume", "auto"]) == 0
+    reference = tmp_path / "reference"
+    assert prng_train_lowmem.main([*args, "--results_dir", str(reference)]) == 0
+    assert_same_as_reference(roomy, reference, base)
 
 
 def test_enospc_at_the_final_params_write_on_a_full_disk(small_disk, capsys):
@@ -340,7 +546,7 @@ def test_a_plot_that_fails_is_a_warning_and_the_model_is_written(tmp_path, capsy
 # --------------------------------------------------------------------------------------------------
 # 5. Signals at any moment: during training -> checkpoint, 75; during the final writes -> finish, 0.
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
 def test_a_signal_during_training_checkpoints_and_exits_75(tmp_path, reference, sig):
     args = [*RUN, "--num_steps", "8"]
     proc = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *args, "--results_dir", str(tmp_path)], cwd=REPO,
@@ -349,7 +555,7 @@ def test_a_signal_during_training_checkpoints_and_exits_75(tmp_path, reference, 
     for line in proc.stdout:
         if line.startswith("step      0"):
             break
-    proc.send_signal(sig)  # Ctrl-C reaches the process as SIGINT
+    proc.send_signal(sig)  # Ctrl-C reaches the process as SIGINT, a closed terminal as SIGHUP, Ctrl-\\ as SIGQUIT
     out = proc.communicate(timeout=TIMEOUT)[0]
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal arrived")  # 8 tiny updates can outrun a signal
@@ -359,6 +565,83 @@ def test_a_signal_during_training_checkpoints_and_exits_75(tmp_path, reference, 
     base = single_base(args)
     pd.testing.assert_frame_equal(read_eval(tmp_path / f"eval_{base}.tab"), read_eval(reference / f"eval_{base}.tab"),
                                   check_exact=True)
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` (the SigCgt mask of /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            mask = next(int(line.split()[1], 16) for line in fh if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(mask >> (sig - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
+def test_a_signal_while_the_script_starts_exits_75_and_writes_nothing(tmp_path, sig):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *RUN, "--results_dir", str(out)], cwd=REPO,
+                            env=clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not catches(proc.pid, signal.SIGHUP) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # the script's first lines catch the stop signals; its heavy imports come after
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=TIMEOUT)[0]
+    assert proc.returncode == 75, output
+    assert "Traceback" not in output and "stopped by signal before the run started" in output
+    assert not out.exists()
+
+
+def test_a_signal_while_data_and_model_are_built_exits_75_without_a_checkpoint(tmp_path, reference, monkeypatch,
+                                                                                capsys):
+    real = prng_train_lowmem.build_model
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(prng_train_lowmem, "build_model", signalled)
+        assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path)]) == 75
+    assert "stopped by signal at step 0; nothing new to save" in capsys.readouterr().out
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(("checkpoint_", "eval_"))]
+    assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
+    assert_same_as_reference(tmp_path, reference, single_base(RUN))
+
+
+def test_a_stop_inside_an_update_drops_it_and_resume_is_exact(tmp_path, monkeypatch, capsys):
+    args = [*RUN, "--grad_acc_steps", "4"]
+    base = single_base(args)
+    reference = tmp_path / "reference"
+    assert prng_train_lowmem.main([*args, "--results_dir", str(reference)]) == 0
+    # Reads: 2 before training, then 3 between the micro-batches of an update and 1 after it. Read 12 is
+    # after the second micro-batch of update 3: that update is dropped, the checkpoint is update 2's.
+    look = LOOKS_BEFORE_TRAINING + 4 * 2 + 2
+    monkeypatch.setattr(prng_train_lowmem, "StopSignals", type("Stop", (StopAtLook,), {"look": look}))
+    capsys.readouterr()
+    assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 75
+    assert re.search(r"stopped by signal at step 2; checkpoint \S+_step2\.pt", capsys.readouterr().out)
+    assert load_checkpoint(str(tmp_path / f"checkpoint_{base}_step2.pt"))["train_state"]["micro_step"] == 8
+    monkeypatch.undo()
+    assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path), "--resume", "auto"]) == 0
+    assert_same_as_reference(tmp_path, reference, base)
+
+
+def test_sigterm_ends_a_run_of_huge_updates_within_a_micro_batch(tmp_path):
+    args = [*TINY, "--num_steps", "2", "--grad_acc_steps", "1000000", "--results_dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *args], cwd=REPO, env=clean_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for line in proc.stdout:
+        if line.startswith("step      0"):
+            break
+    time.sleep(1)  # well inside the first update of a million micro-batches
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()  # a run that ignored the signal must not outlive the test
+    assert proc.returncode == 75, out
+    assert re.search(r"stopped by signal at step 0; checkpoint \S+_step0\.pt", out), out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
@@ -398,6 +681,15 @@ def tampered(reference, tmp_path, change):
     ("extra_tensor", lambda c: c["model_state_dict"].update({"evil": torch.zeros(1)}), "does not fit the model"),
     ("other_identity", lambda c: c.update(identity="0123456789ab"), "different run"),
     ("no_loop_state", lambda c: c.pop("train_state"), "lacks train_state"),
+    ("loop_state_key_missing", lambda c: c["train_state"].pop("started"), "loop state"),
+    ("sums_of_another_width", lambda c: c["train_state"].update(accum=[[0.0] * 3]), "loop state"),
+    ("step_not_an_int", lambda c: (c.update(step="4"), c["train_state"].update(update="4")), "outside this run"),
+    ("rows_not_rows", lambda c: c.update(eval_results="x"), "eval_results"),
+    ("rng_not_bytes", lambda c: c.update(torch_rng_state=[1, 2]), "torch_rng_state"),
+    ("config_not_a_dict", lambda c: c.update(config=[1]), "config"),
+    ("moment_of_another_shape", lambda c: c["optimizer_state_dict"]["state"][0].update(exp_avg=torch.zeros(3)),
+     "exp_avg"),
+    ("optimizer_without_groups", lambda c: c["optimizer_state_dict"].pop("param_groups"), "optimizer_state_dict"),
 ])
 def test_a_tampered_checkpoint_is_one_line_exit_2(tmp_path, reference, capsys, case, change, message):
     path = tampered(reference, tmp_path, change)
@@ -459,3 +751,42 @@ def test_a_three_moduli_three_phase_curriculum_with_long_names_trains_and_resume
     pd.testing.assert_frame_equal(csv("a"), csv("b"), check_exact=True)
     others = set(os.listdir(tmp_path / "b"))
     assert set(names) - others == {n for n in names if n.endswith("_step3.pt")}  # the signal's checkpoint
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. Shared data files: one name, one content, even when two runs write it at the same instant.
+
+def save_at_once(path, value, barrier, results):
+    barrier.wait()
+    results.put((value, save_shared(path, {"train_a": np.array([value])}, log=lambda *a: None)))
+
+
+def test_two_runs_writing_other_content_under_one_shared_name_at_once_keep_both(tmp_path):
+    context = multiprocessing.get_context("fork")  # the children need no fresh interpreter
+    for trial in range(20):
+        path = str(tmp_path / f"trainac_trial{trial}.npz")
+        barrier, results = context.Barrier(2), context.Queue()
+        procs = [context.Process(target=save_at_once, args=(path, value, barrier, results)) for value in (1, 2)]
+        for proc in procs:
+            proc.start()
+        got = dict(results.get(timeout=TIMEOUT) for _ in procs)
+        for proc in procs:
+            proc.join(timeout=TIMEOUT)
+        assert got[1] != got[2], (trial, got)  # each run has its own file, recorded as its own
+        for value, written in got.items():
+            with np.load(written) as data:
+                assert data["train_a"].tolist() == [value], (trial, written)
+
+
+@pytest.mark.parametrize("length", [NAME_MAX - 1, NAME_MAX + 40], ids=["just_fits", "too_long"])
+def test_a_taken_shared_name_near_the_name_limit_gets_its_suffix_within_it(tmp_path, length):
+    moduli = "_".join(str(2 ** k) for k in range(8, 22))  # a 14-modulus curriculum
+    head = f"training_ac_values_moduli{moduli}_na1024_nc1024_nta128_ntc64_ne1_vs65536_sl513_dI1_I1_"
+    name = head + "x" * (length - len(head) - 3) + ".pt"
+    assert len(name.encode()) == length
+    paths = [save_shared(str(tmp_path / name), {"value": v}, log=lambda *a: None) for v in (1, 2, 3, 1)]
+    assert len(set(paths[:3])) == 3 and paths[3] == paths[0]  # the same content keeps its file
+    for path, value in zip(paths, (1, 2, 3)):
+        assert len(os.path.basename(path).encode()) <= NAME_MAX
+        assert os.path.basename(path).startswith("training_ac_values_moduli256_512_")
+        assert torch.load(path, weights_only=True) == {"value": value}

@@ -80,7 +80,7 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
                     "trainac_XSLRR_m262144_b512_d1_na2_nc2_ne1_dI1.npz",
                     "training_ac_values_m262144_na2_nc2_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
                     f"correctness_{README_BASE}.npz", f"correctness_{README_BASE}.png",
-                    f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"}
+                    f"positions_{README_BASE}.npz", f"run_{README_BASE}.json", f".run_{README_BASE}.lock"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
         table = read_eval(out / f"eval_{README_BASE}.tab")
         assert table["step"].tolist() == [0, 1, 2]
@@ -122,7 +122,7 @@ def test_file_names_are_the_originals(files_run):
         "trainac_LCG_m256_b256_d1_na4_nc4_ne1_dI1.npz",
         "testac_LCG_m256_b256_d1_na4_nc4_nta2_ntc2_dI1.npz",
         "training_ac_values_m256_na4_nc4_nta2_ntc2_ne1_vs256_sl9_dI1_I1.pt",
-        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json"}
+        f"positions_{FILES_BASE}.npz", f"run_{FILES_BASE}.json", f".run_{FILES_BASE}.lock"}
     # Running the finished run again says so and writes nothing (no `_2` duplicates).
     assert set(os.listdir(out)) == first_listing
 

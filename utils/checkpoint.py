@@ -1,14 +1,17 @@
 """A run's identity, its file names, and its checkpoints: format, save, load and validation, pruning,
 resume lookup, size estimate and disk check.
 
-A run's *identity* is a short hash of its whole validated configuration, leaving out what may change
-between a run and its resumption (see IDENTITY_FREE). Each run owns a *stem*: the original's base
-name, or base_2, base_3, ... when a run of another identity already owns it (the original gave its
-tables `_2`, `_3` names too). Every file of the run, checkpoints included, is named from its stem, so
-runs never overwrite, prune or resume from each other's files. The stem's manifest
-`run_<stem>.json` records the identity, the full configuration and, once the run is done, the files
-it wrote; an advisory lock on the manifest (flock) is held for the whole run, so a second start of
-the same run is refused while the first one lives, and the OS releases it when a process dies.
+A run's *identity* is a short hash of its validated configuration, leaving out what may change between
+a run and its resumption and what changes only which files it writes (see IDENTITY_FREE). Each run
+owns a *stem*: the original's base name, or base_2, base_3, ... when a run of another identity already
+owns it (the original gave its tables `_2`, `_3` names too). Every file of the run, checkpoints
+included, is named from its stem, so runs never overwrite, prune or resume from each other's files. A
+stem's owner is told by its manifest `run_<stem>.json` (identity, full configuration and, once the run
+is done, the files it wrote), or, where that is lost or damaged, by the identity its checkpoints carry.
+The manifest is written like every other file (temporary file, fsync, rename); an advisory lock
+(flock) on the stem's lock file `.run_<stem>.lock`, whose inode never changes, is held for the whole
+run, so a second start of the same run is refused while the first one lives, and the OS releases it
+when a process dies.
 
 Checkpoint keys (FORMAT_VERSION 2): model_state_dict, optimizer_state_dict, scheduler_state_dict
 ({'update': u}; the LR is a pure function of u), step, eval_results and eval_columns (the eval rows),
@@ -36,22 +39,30 @@ import torch
 
 from . import distributed
 from .gpt2 import parameter_shapes
-from .results import WriteError, first_line, save_torch
+from .preemption import EXIT_PREEMPTED
+from .results import NAME_MAX, WriteError, first_line, fit_name, fit_stem, save_bytes, save_torch  # noqa: F401
 from .runtime import EXIT_BAD_INPUT, fail, plain_config
 
 FORMAT_VERSION = 2
 REQUIRED_KEYS = frozenset({"model_state_dict", "optimizer_state_dict", "step", "eval_results", "eval_columns",
                            "extra_results", "positions", "train_state", "task_state", "torch_rng_state", "identity",
                            "config"})
-NAME_MAX = 255  # bytes in one file name on Linux file systems
+# What the training loop sums on each rank between evaluations (train_state["accum"]: one row per rank).
+# Token-weighted loss, and grad norms counted once (on rank 0), so the totals mean the same at any world
+# size and a run can resume at another scale.
+ACCUM = ("loss x tokens", "correct tokens", "correct last numbers", "tokens", "sequences", "grad norm", "updates")
 
-# Settings that may differ between a run and its resumption without changing what it computes.
-# Device, dtype and compile are among them: a run may continue on another machine (a dtype change is
-# reported when it resumes). batch_size and world_size enter as their product, the global batch. The raw
-# YAML (`_yaml_config`, kept for the original's readers) is left out: its values enter parsed.
+# Settings that may differ between a run and its resumption without changing what it trains. Device,
+# dtype and compile are among them: a run may continue on another machine (a dtype change is reported
+# when it resumes). batch_size and world_size enter as their product, the global batch. Output-only
+# settings are left out too (which files are written, how often checkpoints are, cache_size, which is
+# unused), so a requeue may add --save_params. The raw YAML (`_yaml_config`, kept for the original's
+# readers) is left out: its values enter parsed. What stays in changes the numbers or the eval table:
+# data, model, schedule, optimiser, seeds, eval_interval, exclusion files, pretrained weights.
 IDENTITY_FREE = frozenset({
     "results_dir", "resume", "keep_checkpoints", "ignore_disk_check", "num_workers", "device", "dtype", "compile",
     "config", "_yaml_config", "experiment_name", "description", "batch_size", "world_size",
+    "save_params", "save_correctness", "save_test_values", "save_checkpoints", "checkpoint_interval", "cache_size",
     "use_wandb", "wandb_project", "wandb_entity", "wandb_name", "wandb_tags", "wandb_notes", "wandb_offline",
     "wandb_api_key"})
 PATH_KEYS = ("pretrained_path", "exclude_ac_paths")  # compared by real path, so a requeue from elsewhere agrees
@@ -67,7 +78,7 @@ def identity_config(config: dict) -> dict:
         if isinstance(value, str) and value:
             out[key] = os.path.realpath(value)
         elif isinstance(value, list):
-            out[key] = [os.path.realpath(v) for v in value]
+            out[key] = [os.path.realpath(v) for v in value] or None  # the flag without a file means none
     return out
 
 
@@ -80,27 +91,13 @@ def run_identity(config: dict) -> str:
 # --------------------------------------------------------------------------------------------------
 # Names
 
-def fit_stem(stem: str, prefix: str, suffix: str) -> str:
-    """`stem` if prefix + stem + suffix fits in NAME_MAX bytes; otherwise a readable prefix of the stem
-    plus `~` and 10 hex digits of its hash, so that it fits (deterministic: same stem, same name)."""
-    if len((prefix + stem + suffix).encode()) <= NAME_MAX:
-        return stem
-    tag = "~" + hashlib.sha256(stem.encode()).hexdigest()[:10]
-    room = NAME_MAX - len((prefix + suffix + tag).encode())
-    head = stem.encode()[:max(room, 0)].decode(errors="ignore")
-    return head + tag
-
-
-def fit_name(name: str) -> str:
-    """A whole file name shortened as fit_stem does, keeping its extension."""
-    stem, ext = os.path.splitext(name)
-    return fit_stem(stem, "", ext) + ext
-
-
 @dataclass(frozen=True)
 class FileKind:
     prefix: str
     suffix: str  # may hold {step} (checkpoints)
+
+
+LOCK = FileKind(".run_", ".lock")  # the stem's run-long lock file (kept: its inode is what is locked)
 
 
 class RunFiles:
@@ -118,6 +115,9 @@ class RunFiles:
 
     def path(self, kind: str, step: int | None = None) -> str:
         return os.path.join(self.results_dir, self.name(kind, step))
+
+    def lock_path(self) -> str:
+        return os.path.join(self.results_dir, LOCK.prefix + fit_stem(self.stem, LOCK.prefix, LOCK.suffix) + LOCK.suffix)
 
     def shortened(self) -> dict[str, str]:
         """Kinds whose name had to be shortened, with the full name it stands for."""
@@ -194,43 +194,109 @@ def load_checkpoint(path: str) -> dict:
     return ckpt
 
 
-def validate_checkpoint(ckpt: dict, path: str, identity: str, num_steps: int, shapes: dict,
+def checkpoint_identity(path: str) -> str | None:
+    """The identity a checkpoint carries, None if it is not a whole checkpoint of this project. The
+    tensors are mapped, not read, so this costs little even for a large model."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for a damaged file: not a checkpoint to go by
+        return None
+    identity = ckpt.get("identity") if isinstance(ckpt, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _problem(ckpt: dict, num_steps: int, shapes: dict, optimizer_shapes: list) -> str | None:
+    """What makes a checkpoint of this run unusable (a wrong type, a missing key, a tensor that does not
+    fit), or None: everything the resume reads is checked here, before anything is built."""
+    missing = sorted(REQUIRED_KEYS - set(ckpt))
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    step, loop = ckpt["step"], ckpt["train_state"]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= num_steps:
+        return f"it is at update {step!r}, outside this run's 0..{num_steps}"
+    if (not isinstance(loop, dict) or loop.get("update") != step or not isinstance(loop.get("micro_step"), int)
+            or not isinstance(loop.get("started"), bool) or not isinstance(loop.get("accum"), list)
+            or not all(isinstance(row, list) and len(row) == len(ACCUM) and all(map(_number, row))
+                       for row in loop["accum"])):
+        return f"its loop state does not match its step {step!r} (update, micro_step, started, accum)"
+    threads = ckpt.get("cpu_threads")
+    if threads is not None and (type(threads) is not int or threads < 1):
+        return f"its cpu_threads {threads!r} is not a thread count"
+    columns, rows = ckpt["eval_columns"], ckpt["eval_results"]
+    if (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or not isinstance(rows, list)
+            or not all(isinstance(r, list) and len(r) == len(columns) for r in rows)):
+        return "its eval_results/eval_columns are not rows of the columns"
+    for key, kind in (("extra_results", list), ("positions", list), ("task_state", dict), ("config", dict)):
+        if not isinstance(ckpt[key], kind):
+            return f"its {key} is a {type(ckpt[key]).__name__}, not a {kind.__name__}"
+    if not all(isinstance(r, dict) for r in ckpt["extra_results"] + ckpt["positions"]):
+        return "its extra_results/positions rows are not dicts"
+    rng = ckpt["torch_rng_state"]
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1:
+        return "its torch_rng_state is not a byte tensor"
+    state = ckpt["model_state_dict"]
+    if not isinstance(state, dict) or set(state) != set(shapes):
+        missing, extra = sorted(set(shapes) - set(state or {})), sorted(set(state or {}) - set(shapes))
+        return f"it does not fit the model (missing {missing[:3]}, unexpected {extra[:3]})"
+    for key, shape in shapes.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            return f"{key} is {got}, the model needs {tuple(shape)}"
+    return _optimizer_problem(ckpt["optimizer_state_dict"], optimizer_shapes)
+
+
+def _optimizer_problem(opt, shapes: list) -> str | None:
+    """AdamW's state: two groups numbering the parameters 0..n-1 in the model's order, moments that fit."""
+    if (not isinstance(opt, dict) or not isinstance(opt.get("state"), dict)
+            or not isinstance(opt.get("param_groups"), list)):
+        return "its optimizer_state_dict is not AdamW's (state, param_groups)"
+    ids = [i for g in opt["param_groups"] if isinstance(g, dict) for i in g.get("params", [None])]
+    if len(opt["param_groups"]) != 2 or ids != list(range(len(shapes))):
+        return f"its optimizer does not hold this model's {len(shapes)} parameters in two groups"
+    for i, entry in opt["state"].items():
+        if i not in range(len(shapes)) or not isinstance(entry, dict):
+            return f"its optimizer state has an entry {i!r} that is no parameter's"
+        for key in ("exp_avg", "exp_avg_sq"):
+            value = entry.get(key)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[i]:
+                return f"its optimizer's {key} of parameter {i} does not fit the model"
+        if not (isinstance(entry.get("step"), torch.Tensor) or _number(entry.get("step"))):
+            return f"its optimizer's step of parameter {i} is not a number"
+    return None
+
+
+def validate_checkpoint(ckpt: dict, path: str, identity: str, num_steps: int, shapes: dict, optimizer_shapes: list,
                         config: dict | None = None) -> None:
-    """Refuse a checkpoint of another run, past the end of this one, or whose tensors do not fit the model."""
+    """Refuse a checkpoint of another run, past the end of this one, with a key missing or of a wrong
+    type, or whose tensors do not fit the model (ValueError naming the file)."""
     if ckpt.get("identity") != identity:
-        theirs = identity_config(ckpt.get("config") or {})
+        theirs = ckpt.get("config")
+        theirs = identity_config(theirs) if isinstance(theirs, dict) else {}
         ours = identity_config(config) if config else {}
         diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)][:4]
         shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in diff)
         shown = shown or f"identity {ckpt.get('identity')}"
         raise ValueError(f"--resume {path} belongs to a different run ({shown})")
-    missing = sorted(REQUIRED_KEYS - set(ckpt))
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}")
-    step, loop = ckpt["step"], ckpt["train_state"]
-    if not isinstance(loop, dict) or loop.get("update") != step or not isinstance(loop.get("accum"), list):
-        raise ValueError(f"checkpoint {path}: its loop state does not match its step {step!r}")
-    if not isinstance(step, int) or not 0 <= step <= num_steps:
-        raise ValueError(f"checkpoint {path} is at update {step!r}, outside this run's 0..{num_steps}")
-    threads = ckpt.get("cpu_threads")
-    if threads is not None and (type(threads) is not int or threads < 1):
-        raise ValueError(f"checkpoint {path}: its cpu_threads {threads!r} is not a thread count")
-    state = ckpt["model_state_dict"]
-    if not isinstance(state, dict) or set(state) != set(shapes):
-        missing, extra = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
-        raise ValueError(f"checkpoint {path} does not fit the model (missing {missing[:3]}, unexpected {extra[:3]})")
-    for key, shape in shapes.items():
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(f"checkpoint {path}: {key} is {got}, the model needs {tuple(shape)}")
+    problem = _problem(ckpt, num_steps, shapes, optimizer_shapes)
+    if problem:
+        raise ValueError(f"checkpoint {path}: {problem}")
 
 
-def newest_checkpoint(files: RunFiles, log=print) -> str | None:
-    """Newest complete checkpoint of this run; damaged ones are reported and passed over."""
+def newest_checkpoint(files: RunFiles, log=print, check=None) -> str | None:
+    """Newest complete checkpoint of this run; damaged ones (and, with `check`, ones it refuses with
+    ValueError) are reported and passed over."""
     for _, path in files.checkpoints():
         try:
-            load_checkpoint(path)
+            ckpt = load_checkpoint(path)
+            if check is not None:
+                check(ckpt, path)
             return path
         except ValueError as err:
             log(f"skipping {err}")
@@ -291,10 +357,18 @@ def check_disk(results_dir: str, n_checkpoints: int, checkpoint_bytes: int, fina
     return None
 
 
+PATH_MAX = 4096  # bytes in a path the Linux kernel takes, its final NUL included
+
+
 def check_writable(results_dir: str) -> None:
-    """Create results_dir and write, sync and remove a test file there; ValueError says why it cannot."""
+    """Create results_dir and write, sync and remove a test file there; ValueError says why it cannot
+    (also when a file name of NAME_MAX bytes in it would make a path longer than PATH_MAX)."""
     if not results_dir:
         raise ValueError("results_dir must not be empty (use . for the current directory)")
+    if len(os.path.join(results_dir, "x" * NAME_MAX).encode()) >= PATH_MAX:
+        raise ValueError(f"results_dir is {len(results_dir.encode())} bytes long: with file names of up to {NAME_MAX} "
+                         f"bytes its paths would pass the system's limit of {PATH_MAX - 1}; use a shorter path "
+                         f"({results_dir[:40]}...)")
     if os.path.exists(results_dir) and not os.path.isdir(results_dir):
         raise ValueError(f"results_dir {results_dir} exists and is not a directory")
     try:
@@ -315,9 +389,10 @@ def check_writable(results_dir: str) -> None:
 @dataclass
 class Claim:
     files: RunFiles
-    manifest: dict  # what run_<stem>.json holds (written when the run starts)
+    manifest: dict  # the stem's manifest as read ({} when new, lost or damaged); rewritten when the run starts
     new: bool  # the stem was free: nothing of this run exists yet
-    fd: int | None = None  # the manifest's open descriptor, flock'ed for the whole run
+    fd: int | None = None  # the lock file's open descriptor, flock'ed for the whole run
+    made_lock: bool = False  # this start created the lock file (removed again if the start is refused)
 
 
 def _flock(fd: int, how: int) -> bool:
@@ -334,36 +409,81 @@ def _flock(fd: int, how: int) -> bool:
 
 
 def _read_manifest(path: str) -> dict | None:
+    """The manifest at `path` if it is whole and well formed (identity a string; finished None or
+    {time, files}); None if it is missing, unreadable, damaged or tampered with."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(data, dict) or not isinstance(data.get("identity"), str):
+        return None
+    done = data.get("finished")
+    if done is not None and not (isinstance(done, dict) and isinstance(done.get("time"), str)
+                                 and isinstance(done.get("files"), list)
+                                 and all(isinstance(name, str) for name in done["files"])):
+        return None
+    return data
 
 
-def claim_stem(results_dir: str, base: str, identity: str, kinds: dict[str, FileKind], num_steps: int) -> Claim:
-    """Find the stem this run owns in results_dir: base, base_2, ... (the first whose manifest has this
-    identity, or the first that nothing occupies), and lock it. ValueError if the same run is running.
+def stem_owner(files: RunFiles) -> tuple[str | None, dict | None]:
+    """(identity of the run that owns this stem, its manifest): from the manifest, or where that is lost
+    or damaged, from the newest checkpoint that carries one (None: no owner that can be told)."""
+    manifest = _read_manifest(files.path("manifest"))
+    if manifest is not None:
+        return manifest["identity"], manifest
+    for _, path in files.checkpoints():
+        identity = checkpoint_identity(path)
+        if identity is not None:
+            return identity, None
+    return None, None
+
+
+def _lock(files: RunFiles, manifest: dict | None) -> tuple[int, bool]:
+    """(descriptor, created) of the stem's lock file, flock'ed; ValueError if a live process holds it."""
+    path = files.lock_path()
+    created = not os.path.lexists(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access
+    if not _flock(fd, fcntl.LOCK_EX):
+        os.close(fd)
+        m = manifest or {}
+        raise ValueError(f"this run is already running (pid {m.get('pid')} on {m.get('host')}, started "
+                         f"{m.get('started')}; lock {path})")
+    return fd, created
+
+
+def claim_stem(results_dir: str, base: str, identity: str, kinds: dict[str, FileKind], num_steps: int,
+               lock: bool = True) -> Claim:
+    """Find the stem this run owns in results_dir: base, base_2, ... (the first whose owner, see
+    stem_owner, is this run, or the first that nothing occupies), and lock it unless its run has
+    finished. ValueError if the same run is running.
 
     Called under the directory lock (see DirLock), so two starts cannot claim one stem."""
     i = 1
     while True:
         stem = base if i == 1 else f"{base}_{i}"
         files = RunFiles(results_dir, stem, kinds, num_steps)
-        mpath = files.path("manifest")
-        if os.path.exists(mpath):
-            manifest = _read_manifest(mpath)
-            if manifest is not None and manifest.get("identity") == identity:
-                fd = os.open(mpath, os.O_RDWR)
-                if not _flock(fd, fcntl.LOCK_EX):
-                    os.close(fd)
-                    raise ValueError(f"this run is already running (pid {manifest.get('pid')} on "
-                                     f"{manifest.get('host')}, started {manifest.get('started')}; lock {mpath})")
-                return Claim(files, manifest, new=False, fd=fd)
-        elif not files.existing():
-            return Claim(files, {}, new=True)
+        owner, manifest = stem_owner(files)
+        if owner == identity:
+            if not lock or (manifest and manifest.get("finished")):
+                return Claim(files, manifest or {}, new=False)
+            fd, created = _lock(files, manifest)
+            return Claim(files, manifest or {}, new=False, fd=fd, made_lock=created)
+        if owner is None and not files.existing():
+            if not lock:
+                return Claim(files, {}, new=True)
+            fd, created = _lock(files, None)
+            return Claim(files, {}, new=True, fd=fd, made_lock=created)
         i += 1
+
+
+def _unclaim(claim: Claim) -> None:
+    """Undo a claim that is refused: release its lock, and remove the lock file if this start made it."""
+    if claim.fd is not None:
+        os.close(claim.fd)
+        claim.fd = None
+    if claim.made_lock:
+        os.remove(claim.files.lock_path())
 
 
 class DirLock:
@@ -377,6 +497,7 @@ class DirLock:
         deadline = time.monotonic() + 60
         while not _flock(self.fd, fcntl.LOCK_EX):
             if time.monotonic() > deadline:
+                os.close(self.fd)
                 raise ValueError(f"results_dir {self.results_dir} stayed locked by another starting run for 60 s")
             time.sleep(0.05)
         return self
@@ -386,19 +507,8 @@ class DirLock:
 
 
 def write_manifest(claim: Claim, manifest: dict) -> None:
-    """Write run_<stem>.json (in place, under the run's lock) and keep its descriptor locked."""
-    text = json.dumps(manifest, indent=1, sort_keys=True, default=str).encode()
-    path = claim.files.path("manifest")
-    try:
-        if claim.fd is None:
-            claim.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            if not _flock(claim.fd, fcntl.LOCK_EX):
-                raise ValueError(f"{path} is locked by another process")
-        os.ftruncate(claim.fd, 0)
-        os.pwrite(claim.fd, text, 0)
-        os.fsync(claim.fd)
-    except OSError as err:
-        raise WriteError(path, err) from None
+    """Write run_<stem>.json atomically (the run holds the stem's lock); WriteError names the file."""
+    save_bytes(claim.files.path("manifest"), json.dumps(manifest, indent=1, sort_keys=True, default=str).encode())
     claim.manifest = manifest
 
 
@@ -406,7 +516,6 @@ def manifest_for(identity: str, base: str, stem: str, config: dict, files: RunFi
     return {"format_version": FORMAT_VERSION, "identity": identity, "base": base, "stem": stem,
             "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "full_names": files.shortened(), "config": config, "finished": None}
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,39 +530,49 @@ class RunStart:
     finished: dict | None  # the manifest's record when this run had finished already
 
 
-def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes: dict, n_params: int,
-                     final_bytes: int, log) -> tuple[Claim, str | None, dict | None]:
+def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes: tuple, final_bytes: int,
+                     log) -> tuple[Claim, str | None, dict | None]:
     """Rank 0's start-up: results_dir usable, stem claimed and locked, the checkpoint to resume chosen and
-    validated, the disk checked; the manifest is written last, so a refusal leaves nothing behind."""
-    if cfg.resume not in (None, "auto") and not os.path.isfile(cfg.resume):
+    validated, the disk checked; the manifest is written last, so a refusal leaves nothing behind. A
+    finished run is told even where results_dir cannot be written (read-only)."""
+    state_shapes, n_params, optimizer_shapes = shapes
+
+    def check(ckpt, path):
+        validate_checkpoint(ckpt, path, identity, cfg.num_steps, state_shapes, optimizer_shapes, config)
+
+    named = cfg.resume not in (None, "auto")
+    if named and not os.path.isfile(cfg.resume):
         raise ValueError(f"--resume: no such file {cfg.resume}")
-    check_writable(cfg.results_dir)
+    try:
+        check_writable(cfg.results_dir)
+    except ValueError:
+        done = os.path.isdir(cfg.results_dir) and claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps,
+                                                             lock=False)
+        if not done or not done.manifest.get("finished"):
+            raise
+        if named:
+            check(load_checkpoint(cfg.resume), cfg.resume)
+        return done, None, None
     with DirLock(cfg.results_dir):
         claim = claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps)
         try:
             files, path, ckpt = claim.files, None, None
-            if cfg.resume not in (None, "auto"):  # a named checkpoint is checked even if the run is done
+            if named:  # checked even if the run is done
                 path, ckpt = cfg.resume, load_checkpoint(cfg.resume)
-                validate_checkpoint(ckpt, path, identity, cfg.num_steps, shapes, config)
+                check(ckpt, path)
             if claim.manifest.get("finished"):
-                os.close(claim.fd)
-                claim.fd = None
                 return claim, None, None
             if cfg.resume == "auto":
-                path = newest_checkpoint(files, log)
+                path = newest_checkpoint(files, log, check)
                 log(f"resume: {'from ' + path if path else 'no checkpoint of this run yet, starting fresh'}")
-                if path:
-                    ckpt = load_checkpoint(path)
-                    validate_checkpoint(ckpt, path, identity, cfg.num_steps, shapes, config)
-            elif cfg.resume is None:
-                path = None
-                if files.checkpoints():
-                    step = files.checkpoints()[0][0]
-                    raise ValueError(f"this run has checkpoints up to update {step} in {cfg.results_dir}: continue "
-                                     f"it with --resume auto (or delete them to start it over)")
+                ckpt = load_checkpoint(path) if path else None
+            elif not named and files.checkpoints():
+                step = files.checkpoints()[0][0]
+                raise ValueError(f"this run has checkpoints up to update {step} in {cfg.results_dir}: continue "
+                                 f"it with --resume auto (or delete them to start it over)")
             update, started = 0, False
             if ckpt is not None:
-                update, started = int(ckpt["train_state"]["update"]), bool(ckpt["train_state"]["started"])
+                update, started = ckpt["train_state"]["update"], ckpt["train_state"]["started"]
             n_ckpt = checkpoints_to_write(cfg.save_checkpoints, cfg.checkpoint_interval, cfg.num_steps, update, started)
             problem = check_disk(cfg.results_dir, n_ckpt, estimate_checkpoint_bytes(n_params), final_bytes,
                                  cfg.keep_checkpoints, cfg.ignore_disk_check, log)
@@ -462,26 +581,36 @@ def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes:
             if claim.new and claim.files.stem != base:
                 log(f"results_dir {cfg.results_dir} holds files of another run named {base}; this run's files "
                     f"are named {claim.files.stem} (identity {identity})")
+            if not claim.new and not claim.manifest:
+                log(f"the manifest of this run in {cfg.results_dir} is missing or damaged; its checkpoints carry "
+                    f"its identity ({identity}), so they are this run's; the manifest is written again")
             for kind, full in claim.files.shortened().items():
                 log(f"name too long for the file system: {kind} file {full} is written as "
                     f"{claim.files.name(kind, cfg.num_steps if '{step}' in kinds[kind].suffix else None)}")
             write_manifest(claim, manifest_for(identity, base, claim.files.stem, config, claim.files))
         except BaseException:
-            if claim.fd is not None:
-                os.close(claim.fd)
+            _unclaim(claim)
             raise
     return claim, path, ckpt
 
 
-def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, shapes: dict, n_params: int,
-              final_bytes: int, log=print) -> RunStart:
+def start_run(cfg, config: dict, base: str, kinds: dict[str, FileKind], info, shapes: tuple, final_bytes: int,
+              log=print) -> RunStart:
     """Everything a run settles before it builds data or a model. Bad input raises ValueError on every
-    rank (rank 0 decides, the others follow), so the caller exits with one line."""
+    rank (rank 0 decides, the others follow), so the caller exits with one line. `shapes` is what
+    gpt2.parameter_shapes gives for the run's model."""
     identity = run_identity(config)
     decision, ckpt = None, None
     if info.master:
         try:
-            claim, path, ckpt = _claim_and_check(cfg, config, identity, base, kinds, shapes, n_params, final_bytes, log)
+            try:
+                claim, path, ckpt = _claim_and_check(cfg, config, identity, base, kinds, shapes, final_bytes, log)
+            except WriteError as err:  # the manifest (or the lock file) could not be written
+                raise ValueError(f"{err} (results_dir cannot hold this run's files)") from None
+            except OSError as err:
+                where = f" ({err.filename})" if err.filename else ""
+                raise ValueError(f"results_dir {cfg.results_dir} cannot hold this run's files: "
+                                 f"{err.strerror or err}{where}") from None
             decision = {"stem": claim.files.stem, "path": path, "finished": claim.manifest.get("finished")}
         except ValueError as err:
             decision = {"error": str(err)}
@@ -517,12 +646,12 @@ def release(start: RunStart) -> None:
 
 
 class RunScope:
-    """The life of one run around data, model and training, for both scripts: start_run (bad input ->
-    one line, exit 2), and whatever happens afterwards, W&B finished, the run's lock released and the
-    process group left."""
+    """The life of one run around data, model and training, for both scripts: a stop signal before it
+    starts (exit 75, nothing written), start_run (bad input -> one line, exit 2), and whatever happens
+    afterwards, W&B finished, the run's lock released and the process group left."""
 
-    def __init__(self, info):
-        self.info, self.run, self.wandb_run = info, None, None
+    def __init__(self, info, signals=None):
+        self.info, self.signals, self.run, self.wandb_run = info, signals, None, None
 
     def __enter__(self):
         return self
@@ -530,10 +659,13 @@ class RunScope:
     def start(self, cfg, base: str, kinds: dict[str, FileKind], model_config, log=print) -> RunStart:
         """start_run for a model of `model_config` (measured on the meta device, nothing allocated); the
         final files are counted as one float32 copy of the model when the run saves it."""
-        shapes, n_params = parameter_shapes(model_config, cfg.no_rope)
-        final_bytes = 4 * n_params if cfg.save_params else 0
+        if distributed.any_rank(self.signals is not None and self.signals.received is not None, self.info):
+            log("stopped by signal before the run started: nothing written; start it again (with --resume auto)")
+            raise SystemExit(EXIT_PREEMPTED)
+        shapes = parameter_shapes(model_config, cfg.no_rope)
+        final_bytes = 4 * shapes[1] if cfg.save_params else 0
         try:
-            self.run = start_run(cfg, plain_config(cfg), base, kinds, self.info, shapes, n_params, final_bytes, log)
+            self.run = start_run(cfg, plain_config(cfg), base, kinds, self.info, shapes, final_bytes, log)
         except ValueError as err:
             if self.info.master:
                 fail(str(err))
@@ -551,9 +683,10 @@ class RunScope:
     def finish(self, written: list[str]) -> None:
         finish_run(self.run, written)
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self.wandb_run is not None:
             self.wandb_run.finish()
         if self.run is not None:
             release(self.run)
-        distributed.cleanup(self.info)
+        # A normal end, a stop and a one-line exit happen on every rank alike; a crash may not.
+        distributed.cleanup(self.info, agreed=exc_type is None or issubclass(exc_type, SystemExit))

@@ -48,6 +48,59 @@ def yaml_schema() -> tuple[dict, dict]:
 
 # YAML (section, key) -> (config attribute, caster name, default), from the parameter table.
 YAML_SCHEMA, TOP_LEVEL = yaml_schema()
+MAX_YAML_NODES = 100_000  # values in a config once its aliases are expanded; a real one has a few hundred
+
+
+class RefusedYAML(yaml.YAMLError):
+    """Valid YAML that no configuration has: a repeated key, aliases that expand too far."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)
+    and a document whose aliases expand past MAX_YAML_NODES values (an alias bomb: a few hundred bytes
+    that expand to gigabytes wherever the config is walked, copied or saved)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class names it
+                break
+            if repeated:
+                raise RefusedYAML(f"the key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> int:
+    """Values under `node` with every alias expanded (each shared node counted once per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise RefusedYAML(f"an alias refers to a node that contains it (line {node.start_mark.line + 1})")
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_NODES:
+            raise RefusedYAML(f"its aliases expand to more than {MAX_YAML_NODES:,} values (an alias bomb?)")
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
 
 
 def _cast(value, kind: str, where: str):
@@ -101,13 +154,17 @@ def read_yaml(path: str) -> dict:
     """The YAML file as {attribute: value}, with the table's YAML defaults for absent keys."""
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=ConfigLoader)
     except UnicodeDecodeError as err:
         raise ValueError(f"config {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
         raise ValueError(f"cannot read config {path}: {err.strerror}") from None
+    except RefusedYAML as err:
+        raise ValueError(f"config {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"config {path} is nested too deeply to be a configuration") from None
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ValueError(f"config {path}: the top level must be a mapping of sections")

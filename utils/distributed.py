@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .preemption import skip_teardown_at_exit
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -221,9 +223,16 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(all_reduce_sum(t, info).item() > 0)
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, agreed: bool = True) -> None:
+    """Leave the process group. When every rank got here the same way (`agreed`: a normal end, a stop,
+    a one-line error), they first meet at a barrier: a rank that tears its connections down while
+    another still uses them (rank 0 writing the final files) made gloo abort the other at exit. After
+    a crash on one rank the others may sit in another collective, so there is no barrier then."""
     if info.enabled and dist.is_initialized():
+        if agreed:
+            dist.barrier()
         dist.destroy_process_group()
+        skip_teardown_at_exit()
 
 
 def broadcast_object(obj, info: DistInfo):

@@ -245,9 +245,12 @@ def strip_compile_prefix(state_dict: dict) -> dict:
     return stripped
 
 
-def parameter_shapes(config: GPTConfig, no_rope: bool) -> tuple[dict[str, tuple], int]:
-    """(state-dict key -> shape, parameter count) of the model build_model would make, without
-    allocating it (built on the meta device): for start-up checks before anything is built."""
+def parameter_shapes(config: GPTConfig, no_rope: bool) -> tuple[dict[str, tuple], int, list[tuple]]:
+    """(state-dict key -> shape, parameter count, the parameters' shapes in the order the optimizer
+    numbers them) of the model build_model would make, without allocating it (built on the meta
+    device): for start-up checks before anything is built."""
     with torch.device("meta"):
         model = build_model(config, no_rope)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, count_parameters(model)
+    decay, nodecay = _param_groups(model)
+    return ({k: tuple(v.shape) for k, v in model.state_dict().items()}, count_parameters(model),
+            [tuple(p.shape) for p in decay + nodecay])

@@ -27,6 +27,9 @@ def read_model_file(path: str, what: str = "model file") -> tuple[dict, dict | N
     state = strip_compile_prefix(obj)
     if "transformer.wte.weight" not in state:
         raise ValueError(f"{what} {path} has no transformer.wte.weight (not a model of this project)")
+    for key in ("transformer.wte.weight", "transformer.wpe.weight", "transformer.abacus.weight"):
+        if key in state and (state[key].dim() != 2 or 0 in state[key].shape):
+            raise ValueError(f"{what} {path}: {key} has shape {tuple(state[key].shape)}, not (rows, width)")
     if isinstance(config, argparse.Namespace):
         config = vars(config)
     if config is not None and not isinstance(config, dict):

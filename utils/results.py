@@ -1,8 +1,11 @@
-"""Output files: atomic writes (temp + fsync + rename) that fail with one WriteError naming the file,
-tables, npz and torch files; safe loading of files this project or the original wrote."""
+"""Output files: names that fit the file system, atomic writes (temp + fsync + rename) that fail with one
+WriteError naming the file, tables, npz and torch files, shared data files created at most once; safe
+loading of files this project or the original wrote."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -11,6 +14,26 @@ import zipfile
 import numpy as np
 import pandas as pd
 import torch
+
+
+NAME_MAX = 255  # bytes in one file name on Linux file systems
+
+
+def fit_stem(stem: str, prefix: str, suffix: str) -> str:
+    """`stem` if prefix + stem + suffix fits in NAME_MAX bytes; otherwise a readable prefix of the stem
+    plus `~` and 10 hex digits of its hash, so that it fits (deterministic: same stem, same name)."""
+    if len((prefix + stem + suffix).encode()) <= NAME_MAX:
+        return stem
+    tag = "~" + hashlib.sha256(stem.encode()).hexdigest()[:10]
+    room = NAME_MAX - len((prefix + suffix + tag).encode())
+    head = stem.encode()[:max(room, 0)].decode(errors="ignore")
+    return head + tag
+
+
+def fit_name(name: str) -> str:
+    """A whole file name shortened as fit_stem does, keeping its extension."""
+    stem, ext = os.path.splitext(name)
+    return fit_stem(stem, "", ext) + ext
 
 
 class WriteError(RuntimeError):
@@ -23,12 +46,15 @@ class WriteError(RuntimeError):
 
 
 @contextlib.contextmanager
-def atomic_write(path: str):
+def atomic_write(path: str, *, exclusive: bool = False):
     """Yield a temporary path in the same folder; on success fsync it and rename it over `path`,
     so a crash never leaves a truncated file where a good one was. Any failure (OSError, or the
-    RuntimeError torch.save raises on a full disk) becomes a WriteError naming `path`."""
+    RuntimeError torch.save raises on a full disk) becomes a WriteError naming `path`.
+
+    exclusive: create `path` only if nothing has that name (a hard link, which fails if the name is
+    taken: two writers at once cannot both succeed); FileExistsError if it is taken."""
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
+    tmp, taken = None, False
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path)[-16:], dir=folder)
@@ -39,7 +65,13 @@ def atomic_write(path: str):
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                taken = True
+        else:
+            os.replace(tmp, path)
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -57,6 +89,8 @@ def atomic_write(path: str):
                 os.remove(tmp)
             except OSError:
                 pass
+    if taken:
+        raise FileExistsError(errno.EEXIST, "File exists", path)
 
 
 def _disk_full(folder: str) -> bool:
@@ -70,6 +104,15 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (torch's load errors run to many lines)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def save_bytes(path: str, data: bytes) -> None:
+    """Write `data` atomically, checking that every byte reached the file before it takes the name."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        if os.path.getsize(tmp) != len(data):
+            raise OSError(errno.EIO, f"short write: {os.path.getsize(tmp)} of {len(data)} bytes")
 
 
 def save_torch(obj, path: str) -> None:
@@ -116,7 +159,11 @@ def save_shared(path: str, obj: dict, log=print) -> str:
     """Write a file whose name several runs can share (the original's trainac/testac/training_ac_values
     names hold only data settings): keep an existing file with the same content, and never overwrite
     one with other content; that run's file keeps its name and this one gets `_2`, `_3`, ... Returns
-    the path used. `obj` maps npz array names (for .npz) or is the dict saved with torch (for .pt)."""
+    the path used. `obj` maps npz array names (for .npz) or is the dict saved with torch (for .pt).
+
+    `path` is the full name: each candidate (`_2` added first) is then shortened to fit NAME_MAX. A
+    name is taken only by an exclusive create, so of two processes writing other content under one
+    name at once, one gets it and the other moves on to the next name."""
     npz = path.endswith(".npz")
 
     def same(existing: str) -> bool:
@@ -128,20 +175,29 @@ def save_shared(path: str, obj: dict, log=print) -> str:
         except (OSError, ValueError, zipfile.BadZipFile):
             return False
 
-    stem, ext = os.path.splitext(path)
-    i, candidate = 1, path
-    while os.path.exists(candidate):
-        if same(candidate):
-            return candidate
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    i = 1
+    while True:
+        candidate = os.path.join(folder, fit_name(name if i == 1 else f"{stem}_{i}{ext}"))
+        if os.path.lexists(candidate):
+            if same(candidate):
+                return candidate
+        else:
+            try:
+                with atomic_write(candidate, exclusive=True) as tmp:
+                    with open(tmp, "wb") as fh:
+                        if npz:
+                            np.savez(fh, **obj)
+                        else:
+                            torch.save(obj, fh)
+                if i > 1:
+                    log(f"{fit_name(name)} exists with other content (another run's data); writing {candidate}")
+                return candidate
+            except FileExistsError:  # taken meanwhile: by the same content, or by another run's
+                if same(candidate):
+                    return candidate
         i += 1
-        candidate = f"{stem}_{i}{ext}"
-    if candidate != path:
-        log(f"{os.path.basename(path)} exists with other content (another run's data); writing {candidate}")
-    if npz:
-        save_npz(candidate, **obj)
-    else:
-        save_torch(obj, candidate)
-    return candidate
 
 
 def plot_or_warn(plot, path: str, *args, log=print, **kwargs) -> bool:

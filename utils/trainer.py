@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -19,12 +20,12 @@ from torch.nn.parallel import DistributedDataParallel
 from .distributed import DistInfo, all_gather, all_reduce_sum, any_rank
 from .data import eval_shards
 from .evaluation import autocast, batch_counts, evaluate
-from .checkpoint import checkpoint_payload, prune_checkpoints, save_checkpoint
+from .checkpoint import ACCUM, checkpoint_payload, prune_checkpoints, save_checkpoint
+from .preemption import EXIT_PREEMPTED, StopSignals
 from .results import WriteError
 from .runtime import clean_state_dict, plain_config, prepare_model
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on a signal after writing a checkpoint; resume with --resume auto
-SIGNAL_CHECK_EVERY = 10  # updates between the ranks' stop-signal agreement under DDP
+SIGNAL_CHECK_EVERY = 10  # updates, and micro-batches within a longer update, between stop agreements under DDP
 
 
 class NonFiniteLoss(RuntimeError):
@@ -52,10 +53,12 @@ def write_outputs(task: "Task", info: DistInfo) -> None:
 
 
 class Preempted(Exception):
-    """Raised after the checkpoint of a run stopped by SIGTERM/SIGUSR1 has been written."""
+    """Raised after the checkpoint of a run stopped by a stop signal has been written (path None: the
+    signal came before this start's first update, so there was nothing new to save)."""
 
     def __init__(self, step: int, path: str | None):
-        super().__init__(f"stopped by signal at step {step}; checkpoint {path}")
+        saved = f"checkpoint {path}" if path else "nothing new to save"
+        super().__init__(f"stopped by signal at step {step}; {saved}")
         self.step, self.path = step, path
 
 
@@ -68,11 +71,6 @@ class LoopConfig:
     save_checkpoints: bool
     dtype: torch.dtype
     digits: int
-
-
-# What each rank sums between evaluations. Token-weighted loss, and grad norms counted once (on rank 0),
-# so the totals mean the same at any world size and a run can resume at another scale.
-ACCUM = ("loss x tokens", "correct tokens", "correct last numbers", "tokens", "sequences", "grad norm", "updates")
 
 
 @dataclass
@@ -90,9 +88,7 @@ class TrainState:
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "TrainState":
-        accum = [[float(v) for v in row] for row in d["accum"]]
-        if any(len(row) != len(ACCUM) for row in accum):
-            raise ValueError(f"its loop state does not hold {len(ACCUM)} sums per rank")
+        accum = [[float(v) for v in row] for row in d["accum"]]  # checked at start-up (utils.checkpoint)
         return cls(int(d["update"]), int(d["micro_step"]), bool(d["started"]), accum)
 
     def sums_for(self, info: DistInfo) -> list[float]:
@@ -110,7 +106,7 @@ class Task:
 
     A subclass sets cfg, info, model (the unwrapped model), files (the run's RunFiles), identity, rows
     (evaluation rows, dicts), extra_rows (per-type rows, or []) and positions (per-position accuracy
-    rows: {'step': s, label: accuracy by number position}).
+    rows: {'step': s, label: accuracy by number position}); fit sets optimizer.
     """
 
     def lr(self, update: int) -> float:
@@ -143,6 +139,15 @@ class Task:
     def write_outputs(self) -> None:
         """Rewrite the run's tables (master; called after every evaluation and on resume)."""
 
+    def write_checkpoint(self, state: TrainState, optimizer, path: str) -> None:
+        """Write the checkpoint at state.update to `path` (this process only); WriteError names the file."""
+        save_checkpoint(checkpoint_payload(
+            model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
+            rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
+            train_state=state.state_dict(), task_state={},
+            amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg),
+            cpu_threads=torch.get_num_threads() if self.info.device.type == "cpu" else None), path)
+
     def save_checkpoint(self, state: TrainState, optimizer) -> str:
         """Write this run's checkpoint at state.update (master), prune its old ones; every rank learns
         whether it worked, so none waits forever for a rank 0 that gave up."""
@@ -150,18 +155,42 @@ class Task:
         error = None
         if self.info.master:
             try:
-                save_checkpoint(checkpoint_payload(
-                    model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
-                    rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
-                    train_state=state.state_dict(), task_state={},
-                    amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg),
-                    cpu_threads=torch.get_num_threads() if self.info.device.type == "cpu" else None), path)
+                self.write_checkpoint(state, optimizer, path)
                 prune_checkpoints(self.files, self.cfg.keep_checkpoints)
             except (OSError, RuntimeError) as err:
                 error = err if isinstance(err, WriteError) else WriteError(path, err)
         if any_rank(error is not None, self.info):
             raise CheckpointWriteError(str(error) if error else f"could not write checkpoint {path}: failed on rank 0")
         return path
+
+    def final_write_failed(self, err: WriteError, state: TrainState) -> int:
+        """Rank 0, when a final file could not be written (a full disk): keep the trained model where a
+        resume finds it, say where in one line, and return exit status 1. With --save_checkpoints it is
+        the last checkpoint; otherwise that checkpoint is written now, in results_dir or, where that
+        fails too, in the temporary directory (TMPDIR). --resume auto then writes the final files."""
+        final = self.files.path("checkpoint", state.update)
+        kept, tried = None, []
+        if self.cfg.save_checkpoints and os.path.isfile(final):
+            kept = final
+        else:
+            for folder in (self.cfg.results_dir, tempfile.gettempdir()):
+                path = os.path.join(folder, os.path.basename(final))
+                try:
+                    self.write_checkpoint(state, self.optimizer, path)
+                    kept = path
+                    break
+                except WriteError as failed:
+                    tried.append(f"{path}: {failed.cause.strerror if isinstance(failed.cause, OSError) else failed}")
+        if kept == final:
+            where = (f"the trained model is kept in the checkpoint {kept}: free space and run the same command "
+                     f"with --resume auto to write the final files")
+        elif kept:
+            where = (f"the trained model is kept in the checkpoint {kept}: free space, move it into "
+                     f"{self.cfg.results_dir} and run the same command with --resume auto")
+        else:
+            where = f"the trained model could not be saved anywhere either ({'; '.join(tried)})"
+        print(f"error: {err}; {where}", file=sys.stderr, flush=True)
+        return 1
 
     def restore(self, ckpt: dict) -> TrainState:
         """Take the rows and loop state of a checkpoint (model/optimizer are loaded by the caller). Output
@@ -173,43 +202,16 @@ class Task:
         return TrainState.from_state_dict(ckpt["train_state"])
 
 
-class StopSignals:
-    """Turn SIGTERM/SIGUSR1 (what SLURM sends before a kill or requeue) and SIGINT (Ctrl-C) into a flag.
-    The loop checks it once per update, so the update in flight finishes and a checkpoint is written;
-    after training it is ignored, so the final files are always written whole."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def exit_ignoring_signals(code: int):
-    """Leave the process with `code`, a stop signal during the interpreter's teardown ignored: the run's
-    files are all written by then, and the status must say so."""
-    for sig in StopSignals.SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    sys.exit(code)
-
-
 def format_eta(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def stop_agreed(signals: StopSignals | None, info: DistInfo) -> bool:
+    """Whether any rank has received a stop signal (a collective under DDP: every rank must ask)."""
+    return signals is not None and any_rank(signals.received is not None, info)
 
 
 def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: DistInfo, state: TrainState,
@@ -218,7 +220,9 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
 
     `model` is used for evaluation (possibly compiled), `train_model` for training (DDP-wrapped when
     distributed). Evaluates at step 0 (if asked), every eval_interval updates and at the last update;
-    checkpoints every checkpoint_interval updates and at the last one.
+    checkpoints every checkpoint_interval updates and at the last one. A stop signal is read before the
+    first update, between micro-batches and between updates; a stop inside an update discards its
+    micro-batches, so the checkpoint is that of the last whole update and a resume redoes this one.
     """
     G, device = cfg.grad_acc_steps, info.device
     ddp = isinstance(train_model, DistributedDataParallel)
@@ -233,6 +237,8 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         write_outputs(task, info)
         return test, lr_next
 
+    if state.update < cfg.num_steps and stop_agreed(signals, info):
+        raise Preempted(state.update, None)  # the checkpoint of this update, if any, is where the run resumes
     if not state.started:
         test, lr_next = evaluate_and_record(None)
         if info.master:
@@ -246,6 +252,8 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         lr = task.lr(state.update)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        first_micro_step, sums_before = state.micro_step, acc.clone() if G > 1 else None
+        stop = False
         for g in range(G):
             x, y = task.micro_batch(state.micro_step, state.update)
             last_micro = g == G - 1
@@ -268,37 +276,46 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
                 acc[3] += n_tokens
                 acc[4] += float(len(y))
             state.micro_step += 1
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLoss(f"non-finite loss or gradient at update {state.update + 1} "
-                                f"(loss {loss.item():.4g}, grad norm {grad_norm.item():.4g}); stopped before "
-                                f"applying it, the checkpoints and tables written so far are kept")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if info.master:  # the same on every rank after the all-reduce
-            acc[5] += grad_norm.detach().double()
-            acc[6] += 1.0
-        state.update += 1
-        interval_updates += 1
+            # Between micro-batches too, so a long update (a large grad_acc_steps) cannot hold a stop off.
+            look = not info.enabled or g % SIGNAL_CHECK_EVERY == SIGNAL_CHECK_EVERY - 1
+            if not last_micro and look and stop_agreed(signals, info):
+                state.micro_step = first_micro_step  # the update is dropped whole: resume redoes it
+                acc.copy_(sums_before)
+                optimizer.zero_grad(set_to_none=True)
+                stop = True
+                break
+        if not stop:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLoss(f"non-finite loss or gradient at update {state.update + 1} "
+                                    f"(loss {loss.item():.4g}, grad norm {grad_norm.item():.4g}); stopped before "
+                                    f"applying it, the checkpoints and tables written so far are kept")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if info.master:  # the same on every rank after the all-reduce
+                acc[5] += grad_norm.detach().double()
+                acc[6] += 1.0
+            state.update += 1
+            interval_updates += 1
 
-        if state.update % cfg.eval_interval == 0 or state.update == cfg.num_steps:
-            totals = all_reduce_sum(acc.clone(), info).tolist()
-            loss_sum, correct, last, tokens, seqs, norm_sum, updates = totals
-            train_stats = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs,
-                           "grad_norm": norm_sum / updates}
-            acc.zero_()
-            elapsed = time.perf_counter() - interval_start
-            tok_per_s = tokens / elapsed
-            eta = elapsed / interval_updates * (cfg.num_steps - state.update)
-            test, lr_next = evaluate_and_record(train_stats)
-            if info.master:
-                log(task.progress(state.update, train_stats, test, lr_next, tok_per_s, eta))
-            interval_start, interval_updates = time.perf_counter(), 0
+            if state.update % cfg.eval_interval == 0 or state.update == cfg.num_steps:
+                totals = all_reduce_sum(acc.clone(), info).tolist()
+                loss_sum, correct, last, tokens, seqs, norm_sum, updates = totals
+                train_stats = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs,
+                               "grad_norm": norm_sum / updates}
+                acc.zero_()
+                elapsed = time.perf_counter() - interval_start
+                tok_per_s = tokens / elapsed
+                eta = elapsed / interval_updates * (cfg.num_steps - state.update)
+                test, lr_next = evaluate_and_record(train_stats)
+                if info.master:
+                    log(task.progress(state.update, train_stats, test, lr_next, tok_per_s, eta))
+                interval_start, interval_updates = time.perf_counter(), 0
 
-        # Under DDP the ranks agree on a stop with an all-reduce, a wait for the device: every
-        # SIGNAL_CHECK_EVERY updates only (a few seconds at most on a GPU; schedulers warn minutes ahead).
-        look = not info.enabled or state.update % SIGNAL_CHECK_EVERY == 0 or state.update == cfg.num_steps
-        stop = signals is not None and look and any_rank(signals.received is not None, info)
+            # Under DDP the ranks agree on a stop with an all-reduce, a wait for the device: every
+            # SIGNAL_CHECK_EVERY updates only (a few seconds at most on a GPU; schedulers warn minutes ahead).
+            look = not info.enabled or state.update % SIGNAL_CHECK_EVERY == 0 or state.update == cfg.num_steps
+            stop = look and stop_agreed(signals, info)
         periodic = state.update % cfg.checkpoint_interval == 0 or state.update == cfg.num_steps
         if (cfg.save_checkpoints and periodic) or stop:
             state.accum = all_gather(acc, info)  # the interval's sums so far, so the next evaluation is unchanged
@@ -340,7 +357,8 @@ def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, signals: Stop
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state_dict"])
     eval_model, train_model = prepare_model(model, info, cfg.compile, log)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2), info.device.type)
+    optimizer = task.optimizer = model.configure_optimizers(cfg.weight_decay, cfg.lr_trgt, (cfg.beta1, cfg.beta2),
+                                                            info.device.type)
     if ckpt is not None:
         load_optimizer_state(optimizer, ckpt["optimizer_state_dict"])
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import settings as run_settings
+from ..bounds import host_memory_bytes
 from ..config import CURRICULUM, SINGLE, SingleModulusConfig
 from ..data import Combo, PRNGDataset, parse_combos
 from ..gpt2 import GPTConfig, build_model
@@ -124,6 +125,8 @@ def settings_from(shape: Shape, config: dict | None, flags: dict) -> Settings:
         return value
 
     n_head = int(model_value("n_head", "the number of attention heads is not in a state dict"))
+    if n_head < 1:
+        raise ValueError(f"n_head must be >= 1, got {n_head}")
     if shape.n_embd % n_head:
         raise ValueError(f"n_head={n_head} does not divide the model width {shape.n_embd}")
     values = {k: v for k, v in flags.items() if v is not None}
@@ -144,7 +147,10 @@ def settings_from(shape: Shape, config: dict | None, flags: dict) -> Settings:
         if shape.block_size is None:
             raise ValueError("the model file has no config: give --seq_len (a RoPE model's context is not in its weights)")
         seq_len = (shape.block_size + 1) // digits
-    values.update(digits=digits, seq_len=int(seq_len))
+    seq_len = int(seq_len)
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    values.update(digits=digits, seq_len=seq_len)
     run = run_settings.run_config(CURRICULUM if curriculum else SINGLE, values)
     block = shape.block_size
     if shape.positions == "abacus" or block is None:
@@ -157,6 +163,10 @@ def build(shape: Shape, settings: Settings, state: dict, device: torch.device, s
     """The model with the file's weights, in eval mode on `device`. A RoPE model gets a block size that
     also covers a longer `seq_len` asked for; learned positions cannot grow."""
     need = (seq_len or settings.seq_len) * settings.digits - 1
+    per_token = 4 * shape.vocab_size + 16 * shape.n_layer * shape.n_embd  # as bounds.check_memory counts them
+    if max(need, settings.block_size) * per_token > host_memory_bytes():
+        raise ValueError(f"seq_len {seq_len or settings.seq_len}: a context of {max(need, settings.block_size):,} tokens "
+                         f"needs more than this machine's memory ({host_memory_bytes() / 1e9:.3g} GB) for one sequence")
     block = settings.block_size
     if need > block:
         if shape.positions != "rope":
@@ -166,7 +176,11 @@ def build(shape: Shape, settings: Settings, state: dict, device: torch.device, s
     config = GPTConfig(block_size=block, vocab_size=shape.vocab_size, n_layer=shape.n_layer, n_head=settings.n_head,
                        n_embd=shape.n_embd, digits=settings.digits)
     model = build_model(config, no_rope=shape.positions != "rope")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape than the inferred model's
+        detail = str(err).strip().splitlines()[-1].strip()  # torch's first line names only the model class
+        raise ValueError(f"the weights do not fit the inferred model: {detail}") from None
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
     if missing or unexpected:
         raise ValueError(f"the weights do not fit the inferred model: missing {missing[:4]}, unexpected {unexpected[:4]}")

@@ -113,7 +113,7 @@ def read_positions(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty file
         raise ValueError(f"{path} is not a readable .npz: {err}") from None
     if "step" not in arrays or arrays["step"].ndim != 1:
         raise ValueError(f"{path} has no 1-D array `step` (not a positions file)")

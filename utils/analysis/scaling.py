@@ -75,7 +75,7 @@ def points_from(path: str, tau: float, source: str = "model", rule: str = "stays
         try:
             with np.load(path) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty file
             raise ValueError(f"{path} is not a readable .npz: {err}") from None
         out = []
         for key, values in arrays.items():
