@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -204,6 +205,14 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_parts(parts: dict[str, torch.Tensor], info: DistInfo) -> dict[str, np.ndarray]:
+    """Sum several float64 tensors over ranks in one all-reduce (laid end to end, in the dict's order);
+    each comes back on the host in its own shape, under its name."""
+    flat = all_reduce_sum(torch.cat([t.reshape(-1) for t in parts.values()]), info).cpu().numpy()
+    ends = np.cumsum([t.numel() for t in parts.values()])[:-1]
+    return {name: chunk.reshape(t.shape) for (name, t), chunk in zip(parts.items(), np.split(flat, ends))}
 
 
 def all_gather(tensor: torch.Tensor, info: DistInfo) -> list[list[float]]:

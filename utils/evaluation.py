@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from . import plots
 from .data import to_device
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo, all_reduce_parts
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -49,12 +49,12 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
     model.eval()
     C = dataset.seq_len * digits - 1
     K = len(dataset.combos) if per_combo else 0
-    sums = torch.zeros(3 + 3 * K, dtype=torch.float64, device=info.device)  # loss, correct, last (+ per combo)
-    pos = torch.zeros(C, dtype=torch.float64, device=info.device)
-    num = torch.zeros(dataset.seq_len - 1, dtype=torch.float64, device=info.device)
-    pos_k = torch.zeros(K, C, dtype=torch.float64, device=info.device)  # per combo, with positions
-    num_k = torch.zeros(K, dataset.seq_len - 1, dtype=torch.float64, device=info.device)
-    counts = np.zeros(1 + K)  # sequences (+ per combo), counted on the host
+    zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=info.device)
+    # The sums, each by name; all ranks add them up at the end in one all-reduce (all_reduce_parts).
+    sums = {"total": zeros(3), "per_combo": zeros(K, 3),  # loss, correct tokens, correct last numbers
+            "sequences": np.zeros(1), "per_combo_sequences": np.zeros(K),  # counted on the host
+            "pos": zeros(C), "num": zeros(dataset.seq_len - 1),  # with positions: correct by token, by number
+            "per_combo_pos": zeros(K, C), "per_combo_num": zeros(K, dataset.seq_len - 1)}
     compiled, full = hasattr(model, "_orig_mod"), None  # torch.compile's wrapper; the first batch's rows
     for idx in index_batches:
         idx = np.asarray(idx)
@@ -70,59 +70,55 @@ def evaluate(model, dataset, index_batches, *, info: DistInfo, dtype: torch.dtyp
         if len(run) != len(idx):
             logits, y = logits[:len(idx)], y[:len(idx)]
         flat_logits = logits.float().reshape(-1, logits.size(-1))
-        counts[0] += len(idx)
+        sums["sequences"] += len(idx)
         # The combined loss is one reduction over the batch, as it always was (its rounding, and so the
         # eval table, stays the same); per-type losses come from the rows' own sums.
         loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="sum")
         if K:
             token_loss = F.cross_entropy(flat_logits, y.reshape(-1), reduction="none").view(len(idx), -1)
         correct, last, hit = batch_counts(logits, y, digits)
-        sums[:3] += torch.stack([loss.double(), correct.double(), last.double()])
+        sums["total"] += torch.stack([loss.double(), correct.double(), last.double()])
         if K:
             combo = dataset.locate(idx)[0]
-            counts[1:] += np.bincount(combo, minlength=K)
+            sums["per_combo_sequences"] += np.bincount(combo, minlength=K)
             rows = torch.stack([token_loss.double().sum(1), hit.sum(1).double(),
                                 hit[:, -digits:].all(-1).double()], 1)  # (B, 3)
             combo_dev = to_device(combo.astype(np.int64), info.device)
-            per = torch.zeros(K, 3, dtype=torch.float64, device=info.device)
+            per = zeros(K, 3)
             per.index_add_(0, combo_dev, rows)
-            sums[3:] += per.reshape(-1)
+            sums["per_combo"] += per
         if positions:
             numbers = number_correct(hit, digits)
-            pos += hit.sum(0)
-            num += numbers.sum(0)
+            sums["pos"] += hit.sum(0)
+            sums["num"] += numbers.sum(0)
             if K:
-                pos_k.index_add_(0, combo_dev, hit.double())
-                num_k.index_add_(0, combo_dev, numbers.double())
-    host = torch.from_numpy(counts).to(info.device)
-    flat = all_reduce_sum(torch.cat([sums, host, pos, num, pos_k.reshape(-1), num_k.reshape(-1)]), info).cpu().numpy()
+                sums["per_combo_pos"].index_add_(0, combo_dev, hit.double())
+                sums["per_combo_num"].index_add_(0, combo_dev, numbers.double())
+    # The host's counts go to the device to join the one all-reduce.
+    sums.update({k: torch.from_numpy(v).to(info.device) for k, v in sums.items() if isinstance(v, np.ndarray)})
+    found = all_reduce_parts(sums, info)
     model.train(was_training)
-    sums_h, counts_h = flat[:3 + 3 * K], flat[3 + 3 * K:4 + 4 * K]
-    S1 = dataset.seq_len - 1
-    pos_h, num_h = flat[4 + 4 * K:4 + 4 * K + C], flat[4 + 4 * K + C:4 + 4 * K + C + S1]
-    pos_kh = flat[4 + 4 * K + C + S1:4 + 4 * K + C + S1 + K * C].reshape(K, C)
-    num_kh = flat[4 + 4 * K + C + S1 + K * C:].reshape(K, S1)
 
     def metrics(loss_sum, correct, last, seqs):  # python floats: checkpoints load weights_only
         tokens = seqs * C
         return {"loss": float(loss_sum / tokens), "acc": float(correct / tokens), "last_acc": float(last / seqs)}
 
-    if counts_h[0] == 0:
+    seqs = found["sequences"][0]
+    if seqs == 0:
         raise ValueError("evaluation over an empty dataset")
-    out = metrics(*sums_h[:3], counts_h[0])
+    out = metrics(*found["total"], seqs)
     if positions:
-        out["pos_acc"] = pos_h / counts_h[0]
-        out["num_acc"] = num_h / counts_h[0]
+        out["pos_acc"] = found["pos"] / seqs
+        out["num_acc"] = found["num"] / seqs
     if K:
         out["per_combo"] = []
-        for k in range(K):
-            seqs = counts_h[1 + k]
+        for k, seqs in enumerate(found["per_combo_sequences"]):
             if seqs == 0:  # no row of this combination was evaluated
                 out["per_combo"].append(None)
                 continue
-            one = metrics(*sums_h[3 + 3 * k:6 + 3 * k], seqs)
+            one = metrics(*found["per_combo"][k], seqs)
             if positions:
-                one["pos_acc"], one["num_acc"] = pos_kh[k] / seqs, num_kh[k] / seqs
+                one["pos_acc"], one["num_acc"] = found["per_combo_pos"][k] / seqs, found["per_combo_num"][k] / seqs
             out["per_combo"].append(one)
     return out
 
