@@ -292,6 +292,12 @@ def _write_bad_file(tmp_path, case):
         path = tmp_path / "corrupt.npz"
         path.write_bytes(np.random.default_rng(0).bytes(512))
         return path
+    if case in ("empty .npz", "one .npy array named .npz"):
+        path = tmp_path / "odd.npz"
+        with open(path, "wb") as fh:
+            if case != "empty .npz":
+                np.save(fh, np.array([5, 9]))
+        return path
     if case == "npz without known keys":
         path = tmp_path / "other.npz"
         np.savez(path, a=np.array([5]), c=np.array([3]))
@@ -314,6 +320,8 @@ def _write_bad_file(tmp_path, case):
     ("unsupported extension", "unsupported extension"),
     ("random bytes .pt", "could not be loaded safely"),
     ("random bytes .npz", "not a readable .npz"),
+    ("empty .npz", "not a readable .npz"),
+    ("one .npy array named .npz", "not a readable .npz"),
     ("npz without known keys", "none of the keys train_a, test_a, train_c, test_c"),
     ("pt dict without training_ac_values", "expected a dict with key 'training_ac_values'"),
     ("pt training_ac_values not a dict", "expected a dict with key 'training_ac_values'"),

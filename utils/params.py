@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
 
-from .results import load_foreign
+from .results import load_foreign, load_npz
 
 # Enumerate the coprime increments outright below this modulus; draw by rejection above it.
 _ENUMERATE_LIMIT = 1 << 22
@@ -155,12 +154,9 @@ def load_exclusions(paths) -> Exclusions:
         if not os.path.isfile(path):
             raise ValueError(f"exclusion file not found: {path}")
         if path.endswith(".npz"):
-            try:
-                with np.load(path) as data:
-                    arrays = {k: data[k] for k in ("train_a", "test_a", "train_c", "test_c") if k in data}
-            except (OSError, ValueError, zipfile.BadZipFile) as err:
-                raise ValueError(f"exclusion file {path} is not a readable .npz: {err}") from None
-            found = {k: _ints(v, path, k) for k, v in arrays.items()}
+            arrays = load_npz(path, "exclusion file")
+            found = {k: _ints(v, path, k) for k, v in arrays.items()
+                     if k in ("train_a", "test_a", "train_c", "test_c")}
             if not found:
                 raise ValueError(f"exclusion file {path} has none of the keys train_a, test_a, train_c, test_c")
             ex.a |= found.get("train_a", set()) | found.get("test_a", set())

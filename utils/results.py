@@ -134,7 +134,7 @@ def save_table(rows: list[dict], columns: list[str], path: str, *, sep: str = ",
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading files this project or the original wrote (pretrained weights: utils/pretrained.py)
+# Loading files this project or the original wrote (model files: utils/pretrained.py)
 
 def load_foreign(path: str, what: str):
     """torch.load(weights_only=True) of a file this project or the original wrote: besides tensors and
@@ -155,6 +155,21 @@ def load_foreign(path: str, what: str):
         raise ValueError(f"{what} {path} could not be loaded safely: {first_line(err)}") from None
 
 
+def load_npz(path: str, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file this project or the original wrote (no pickled objects: nothing in it
+    executes code). A missing, empty, damaged or foreign file is a ValueError naming it as `what`."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} not found: {path}")
+    try:
+        data = np.load(path)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a single .npy array under an .npz name
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty file
+        raise ValueError(f"{what} {path} is not a readable .npz: {err}") from None
+
+
 def save_shared(path: str, obj: dict, log=print) -> str:
     """Write a file whose name several runs can share (the original's trainac/testac/training_ac_values
     names hold only data settings): keep an existing file with the same content, and never overwrite
@@ -169,10 +184,10 @@ def save_shared(path: str, obj: dict, log=print) -> str:
     def same(existing: str) -> bool:
         try:
             if npz:
-                with np.load(existing) as old:
-                    return set(old.files) == set(obj) and all(np.array_equal(old[k], np.asarray(obj[k])) for k in obj)
+                old = load_npz(existing, "file")
+                return set(old) == set(obj) and all(np.array_equal(old[k], np.asarray(obj[k])) for k in obj)
             return load_foreign(existing, "file") == obj
-        except (OSError, ValueError, zipfile.BadZipFile):
+        except ValueError:
             return False
 
     folder, name = os.path.split(path)

@@ -18,8 +18,6 @@ the result is the prediction of number p + 1 from the first p numbers.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import prng

@@ -7,15 +7,12 @@ is the column order of `num_acc` in evaluation.py and of the `positions_<base>.n
 """
 from __future__ import annotations
 
-import os
-import zipfile
-
 import numpy as np
 import torch
 
 from ..data import eval_shards
 from ..evaluation import autocast
-from ..results import save_table
+from ..results import load_npz, save_table
 from ..tokens import to_tokens
 from .. import plots
 
@@ -108,13 +105,7 @@ def rollout(model, dataset, start: int, device: torch.device, dtype: torch.dtype
 
 def read_positions(path: str) -> dict[str, np.ndarray]:
     """The arrays of a positions_<base>.npz: `step` (S,) and (S, positions) accuracy arrays."""
-    if not os.path.isfile(path):
-        raise ValueError(f"positions file not found: {path}")
-    try:
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty file
-        raise ValueError(f"{path} is not a readable .npz: {err}") from None
+    arrays = load_npz(path, "positions file")
     if "step" not in arrays or arrays["step"].ndim != 1:
         raise ValueError(f"{path} has no 1-D array `step` (not a positions file)")
     S = len(arrays["step"])

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import zipfile
 
 import numpy as np
 import pandas as pd
 
 from ..data import PCG_KINDS
 from .. import plots
+from ..results import load_npz
 from .positions import CONTEXT_RULES
 
 
@@ -72,11 +72,7 @@ def points_from(path: str, tau: float, source: str = "model", rule: str = "stays
                  "context_needed": None if pd.isna(getattr(r, column)) else int(getattr(r, column))}
                 for r in df.itertuples()]
     if path.endswith(".npz"):
-        try:
-            with np.load(path) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty file
-            raise ValueError(f"{path} is not a readable .npz: {err}") from None
+        arrays = load_npz(path, "run file")
         out = []
         for key, values in arrays.items():
             match = re.fullmatch(r"test_m(\d+)", key)
