@@ -19,25 +19,11 @@ import torch
 
 from utils import threads
 from utils.analysis import baselines, bit_accuracy, embeddings, loading, positions, probes, scaling
-from utils.checkpoint import PATH_MAX
+from utils.config import OneLineParser, fail
 from utils.distributed import DistInfo, resolve_device
 from utils.evaluation import plot_accuracy_by_position
 from utils.int_list import parse_int_list
-from utils.results import NAME_MAX, WriteError, save_npz, save_table
-
-EXIT_BAD_INPUT = 2
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_BAD_INPUT)
-
-
-class Parser(argparse.ArgumentParser):
-    """Bad flags are one `error:` line and exit 2, like every other bad input."""
-
-    def error(self, message):
-        fail(f"{message} (see --help)")
+from utils.results import NAME_MAX, PATH_MAX, WriteError, save_npz, save_table
 
 
 def check_out(out: str) -> None:
@@ -367,8 +353,8 @@ def cmd_scaling(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     e = sub.add_parser("eval", help="accuracy by position, context needed, roll-out, baselines",
                        description="Rebuild the model, regenerate the run's test set (or a fresh one) and write "

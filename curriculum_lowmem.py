@@ -4,30 +4,28 @@ docs/parameters.md), flags written on the command line override it; output files
 the original's (README "Curriculum")."""
 from __future__ import annotations
 
-from utils.preemption import StopSignals, catch_stop_signals, exit_with
+from utils.preemption import catch_stop_signals, exit_with
 
 if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
     catch_stop_signals()
 
 import os
-import time
 
 import numpy as np
 import torch
 
-from utils import config, curriculum_config, distributed, plots, settings, threads
+from utils import config, curriculum_config, distributed, plots, run, settings
+from utils.config import fail
 from utils.curriculum import ModulusSampler
 from utils.data import to_device
 from utils.evaluation import number_correct, plot_accuracy_by_position
 from utils.gpt2 import GPTConfig, build_model, count_parameters
-from utils.checkpoint import FileKind, RunScope
 from utils.pretrained import load_pretrained
-from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
+from utils.results import plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
+from utils.run import FileKind
+from utils.runtime import clean_state_dict, plain_config
 from utils.schedules import modulus_weights, phase_lr
-from utils.seeds import seed_everything
-from utils.trainer import Task, fit, format_eta
-from utils.wandb_utils import WandbRun
+from utils.trainer import Task, format_eta
 
 
 def build_parser() -> config.ConfigParser:
@@ -83,9 +81,9 @@ FILES = {"csv": FileKind("", ".csv"), "checkpoint": FileKind("multi_curriculum_c
 
 
 class CurriculumTask(Task):
-    def __init__(self, cfg, info, train_sets, test_sets, run, wandb_run, model):
+    def __init__(self, cfg, info, train_sets, test_sets, scope, wandb_run, model):
         self.cfg, self.info, self.model, self.wandb = cfg, info, model, wandb_run
-        self.files, self.identity = run.files, run.identity
+        self.files, self.identity = scope.files, scope.identity
         self.moduli = cfg.moduli
         self.train_sets, self.test_sets = train_sets, test_sets
         self.sampler = ModulusSampler([len(train_sets[m]) for m in self.moduli], self.weights,
@@ -143,6 +141,14 @@ class CurriculumTask(Task):
         save_table(self.rows, list(self.rows[-1]), self.files.path("csv"))
         save_positions(self.files.path("positions"), self.positions)
 
+    def table_paths(self):
+        return [self.files.path("csv"), self.files.path("positions")]
+
+    def summary(self):
+        last = self.rows[-1]
+        return [f"  m={m:<10d} loss {last[f'test_loss_m{m}']:.4f}  token acc {last[f'test_acc_m{m}']:.4f}  "
+                f"last-number acc {last[f'test_last_acc_m{m}']:.4f}" for m in self.moduli]
+
     def progress(self, step, train, test, lr, tok_per_s, eta_s):
         line = f"step {step:>6d}/{self.cfg.num_steps}"
         if train:
@@ -161,48 +167,28 @@ class CurriculumTask(Task):
 
 
 def main(argv=None) -> int:
-    try:
-        cfg = load_config(argv)
-        setup_config(cfg, distributed.launch_env()[2])
-        requested_threads = threads.requested_threads()
-        splits = settings.ac_splits(cfg)
-        info = distributed.setup(cfg.device)
-    except ValueError as err:
-        fail(str(err))
-    log = print if info.master else (lambda *a, **k: None)
-    log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
-    cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    model_config = GPTConfig.for_run(cfg)
-    if cfg.pretrained_path and not cfg.resume:  # a file that does not fit is bad input: refuse it before the run starts
-        with torch.device("meta"):
-            probe = build_model(model_config, cfg.no_rope)
-        try:
-            load_pretrained(probe, cfg.pretrained_path, log=lambda *a, **k: None)
-        except ValueError as err:
-            fail(str(err))
-    with StopSignals() as signals, RunScope(info, signals) as scope:
-        run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
-        if run.finished:
+    launch = run.launch(lambda: load_config(argv), setup_config)
+    cfg, info = launch.cfg, launch.info
+    launch.log(f"experiment: {cfg.experiment_name} ({cfg.description}); moduli {cfg.moduli}, {cfg.num_steps} updates")
+    check_pretrained(cfg)
+    with run.RunScope(launch, base_name(cfg), FILES) as scope:
+        scope.start()
+        if scope.finished:
             return 0
-        threads.use_threads(info, requested_threads, run.ckpt, log)
-        seed_everything(cfg.main_seed)
-        train_sets, test_sets = settings.datasets(cfg, splits)
+        train_sets, test_sets = settings.datasets(cfg, launch.splits)
         for m, k in zip(cfg.moduli, cfg.bits_to_keep):
-            log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
-                f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
-        model = build_model(model_config, cfg.no_rope)
-        log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters; device {info.device}, "
-            f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
-        if run.ckpt is None and cfg.pretrained_path:
+            scope.log(f"data m={m}: {len(train_sets[m]):,} train / {len(test_sets[m]):,} test sequences "
+                      f"({', '.join(c.label for c in cfg.combos_by_m[m])}, k={k})")
+        model = build_model(scope.model_config, cfg.no_rope)
+        scope.log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters; device {info.device}, "
+                  f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
+        if scope.ckpt is None and cfg.pretrained_path:
             try:
-                load_pretrained(model, cfg.pretrained_path, log)
+                load_pretrained(model, cfg.pretrained_path, scope.log)
             except ValueError as err:
                 fail(str(err))
-        wandb_run = scope.wandb(WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
-                                         run.files.stem, info.master))
-        task = CurriculumTask(cfg, info, train_sets, test_sets, run, wandb_run, model)
-        t_train = time.perf_counter()
-        code, eval_model, state = fit(task, model, cfg, info, run.ckpt, signals, log=log)
+        task = CurriculumTask(cfg, info, train_sets, test_sets, scope, scope.wandb(scope.files.stem), model)
+        code, eval_model = scope.fit(task, model)
         if code:
             return code
         # Final files, most valuable first; a signal from here on is ignored until they are written.
@@ -211,25 +197,20 @@ def main(argv=None) -> int:
         if task.final_train_correct is not None:  # the last micro-batch of every rank, averaged, as the original
             totals = distributed.all_reduce_sum(task.final_train_correct.clone(), info)
             train_correct = (totals[:-1] / totals[-1]).cpu().numpy()
-        if not info.master:
-            return 0
-        written = [run.files.path("csv"), run.files.path("positions")]
-        if cfg.save_checkpoints:
-            written.append(run.files.path("checkpoint", cfg.num_steps))
+        return scope.finish(task, lambda: save_final_outputs(cfg, task, launch.splits, curves, train_correct,
+                                                             scope.log))
+
+
+def check_pretrained(cfg) -> None:
+    """A pretrained file that does not fit the model is bad input: refused (one line, exit 2) before the run
+    claims its files, on a model built on the meta device (nothing allocated)."""
+    if cfg.pretrained_path and not cfg.resume:
+        with torch.device("meta"):
+            probe = build_model(GPTConfig.for_run(cfg), cfg.no_rope)
         try:
-            written += save_final_outputs(cfg, task, splits, curves, train_correct, log)
-            scope.finish(written)
-        except WriteError as err:
-            return task.final_write_failed(err, state)
-        wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
-                           "training/final_step": state.update})
-        print("\nfinal evaluation (unseen a and c):")
-        last = task.rows[-1]
-        for m in cfg.moduli:
-            print(f"  m={m:<10d} loss {last[f'test_loss_m{m}']:.4f}  token acc {last[f'test_acc_m{m}']:.4f}  "
-                  f"last-number acc {last[f'test_last_acc_m{m}']:.4f}")
-        print("files written:\n" + "\n".join(f"  {p}" for p in written))
-        return 0
+            load_pretrained(probe, cfg.pretrained_path, log=lambda *a, **k: None)
+        except ValueError as err:
+            fail(str(err))
 
 
 def save_final_outputs(cfg, task, splits, curves, train_correct, log) -> list[str]:

@@ -2,7 +2,7 @@
 model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
 from __future__ import annotations
 
-from utils.preemption import StopSignals, catch_stop_signals, exit_with
+from utils.preemption import catch_stop_signals, exit_with
 
 if __name__ == "__main__":  # before the imports below, which take seconds: a stop signal then ends the run, exit 75
     catch_stop_signals()
@@ -13,17 +13,16 @@ import time
 
 import numpy as np
 
-from utils import config, distributed, settings, threads
+from utils import config, run, settings
 from utils.data import EpochOrder, eval_shards
 from utils.evaluation import evaluate, plot_accuracy_by_position
-from utils.gpt2 import GPTConfig, build_model, count_parameters, param_group_summary
-from utils.checkpoint import FileKind, RunScope
-from utils.results import WriteError, plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
-from utils.runtime import clean_state_dict, fail, plain_config, resolve_dtype
+from utils.gpt2 import build_model, count_parameters, param_group_summary
+from utils.results import plot_or_warn, save_npz, save_positions, save_shared, save_table, save_torch
+from utils.run import FileKind
+from utils.runtime import clean_state_dict
 from utils.schedules import single_lr
-from utils.seeds import correctness_sample_rng, seed_everything
-from utils.trainer import Task, fit, format_eta
-from utils.wandb_utils import WandbRun
+from utils.seeds import correctness_sample_rng
+from utils.trainer import Task, format_eta
 
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
@@ -57,11 +56,11 @@ FILES = {"eval": FileKind("eval_", ".tab"), "per_type": FileKind("per_type_eval_
 
 
 class SingleModulusTask(Task):
-    def __init__(self, cfg, info, train_ds, test_ds, per_type, run, wandb_run, model):
+    def __init__(self, cfg, info, train_ds, test_ds, per_type, scope, wandb_run, model):
         self.cfg, self.info, self.wandb, self.model = cfg, info, wandb_run, model
         self.train_ds, self.test_ds, self.per_type = train_ds, test_ds, per_type
         self.order = EpochOrder(len(train_ds), cfg.batch_size, cfg.main_seed, info.rank, info.world_size)
-        self.files, self.identity = run.files, run.identity
+        self.files, self.identity = scope.files, scope.identity
         self.rows: list[dict] = []
         self.extra_rows: list[dict] = []  # per-type rows
         self.positions: list[dict] = []  # test accuracy by number position at every evaluation
@@ -115,6 +114,16 @@ class SingleModulusTask(Task):
             save_table(self.extra_rows, cols, self.files.path("per_type"))
         save_positions(self.files.path("positions"), self.positions)
 
+    def table_paths(self):
+        return [self.files.path("eval")] + ([self.files.path("per_type")] if self.per_type else []) + \
+            [self.files.path("positions")]
+
+    def summary(self):
+        last = self.rows[-1]
+        return [f"  {'':10s}{'loss':>10s}{'token acc':>12s}{'last-number acc':>18s}"] + [
+            f"  {s:10s}{last[s + '_loss']:>10.4f}{last[s + '_acc']:>12.4f}{last[s + '_last_acc']:>18.4f}"
+            for s in ("train", "test")]
+
     def progress(self, step, train, test, lr, tok_per_s, eta_s):
         line = f"step {step:>6d}/{self.cfg.num_steps}"
         if train:
@@ -127,62 +136,40 @@ class SingleModulusTask(Task):
 
 
 def main(argv=None) -> int:
-    cfg = build_parser().parse_args(argv)
-    try:
-        setup_config(cfg, distributed.launch_env()[2])
-        requested_threads = threads.requested_threads()
-        split = settings.ac_splits(cfg)[cfg.m]
-        info = distributed.setup(cfg.device)
-    except ValueError as err:
-        fail(str(err))
-    log = print if info.master else (lambda *a, **k: None)
-    cfg.amp_dtype = resolve_dtype(cfg.dtype, info.device)
-    model_config = GPTConfig.for_run(cfg)
-    with StopSignals() as signals, RunScope(info, signals) as scope:
-        run = scope.start(cfg, base_name(cfg), FILES, model_config, log)
-        if run.finished:
+    launch = run.launch(lambda: build_parser().parse_args(argv), setup_config)
+    cfg, info, split = launch.cfg, launch.info, launch.splits[launch.cfg.m]
+    with run.RunScope(launch, base_name(cfg), FILES) as scope:
+        scope.start()
+        if scope.finished:
             return 0
-        threads.use_threads(info, requested_threads, run.ckpt, log)
-        seed_everything(cfg.main_seed)
-        t0 = time.perf_counter()
-        train_sets, test_sets = settings.datasets(cfg, {cfg.m: split})
-        train_ds, test_ds = train_sets[cfg.m], test_sets[cfg.m]
-        per_type = {}
-        if len(cfg.combos) > 1:
-            order = sorted(range(len(cfg.combos)), key=lambda j: test_ds.combos[j].label)
-            per_type = {test_ds.combos[j].label: test_ds.for_combo(j) for j in order}
-        log(f"data: {len(train_ds):,} train / {len(test_ds):,} test sequences of {cfg.seq_len} numbers "
-            f"({', '.join(c.label for c in cfg.combos)}; m={cfg.m}), set up in {time.perf_counter() - t0:.2f} s")
-
-        model = build_model(model_config, cfg.no_rope)
+        train_ds, test_ds, per_type = build_data(cfg, split, scope.log)
+        model = build_model(scope.model_config, cfg.no_rope)
         nd, ndp, nn_, nnp = param_group_summary(model)
-        log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters "
-            f"({nd} decayed tensors / {ndp:,}, {nn_} non-decayed / {nnp:,}); device {info.device}, "
-            f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
-        wandb_run = scope.wandb(WandbRun(cfg, {**plain_config(cfg), "device": str(info.device), "ddp": info.enabled},
-                                         run.files.stem.replace("+", "-"), info.master))
-        task = SingleModulusTask(cfg, info, train_ds, test_ds, per_type, run, wandb_run, model)
-        t_train = time.perf_counter()
-        code, eval_model, state = fit(task, model, cfg, info, run.ckpt, signals, log=log)
+        scope.log(f"model: {type(model).__name__}, {count_parameters(model):,} parameters "
+                  f"({nd} decayed tensors / {ndp:,}, {nn_} non-decayed / {nnp:,}); device {info.device}, "
+                  f"dtype {str(cfg.amp_dtype).replace('torch.', '')}, world size {info.world_size}")
+        task = SingleModulusTask(cfg, info, train_ds, test_ds, per_type, scope,
+                                 scope.wandb(scope.files.stem.replace("+", "-")), model)
+        code, eval_model = scope.fit(task, model)
         if code:
             return code
         # Final files, most valuable first; a signal from here on is ignored until they are written.
         curves = correctness_passes(cfg, task, train_ds, eval_model, info) if cfg.save_correctness else None
-        if not info.master:
-            return 0
-        written = [run.files.path("eval")] + ([run.files.path("per_type")] if per_type else [])
-        written += [run.files.path("positions")]
-        if cfg.save_checkpoints:
-            written.append(run.files.path("checkpoint", cfg.num_steps))
-        try:
-            written += save_final_outputs(cfg, task, split, curves, log)
-            scope.finish(written)
-        except WriteError as err:
-            return task.final_write_failed(err, state)
-        wandb_run.summary({"training/total_time_seconds": time.perf_counter() - t_train,
-                           "training/final_step": state.update})
-        print_summary(task.rows, written)
-        return 0
+        return scope.finish(task, lambda: save_final_outputs(cfg, task, split, curves, scope.log))
+
+
+def build_data(cfg, split, log) -> tuple:
+    """(train set, test set, {type label: its part of the test set} when the run has several types)."""
+    t0 = time.perf_counter()
+    train_sets, test_sets = settings.datasets(cfg, {cfg.m: split})
+    train_ds, test_ds = train_sets[cfg.m], test_sets[cfg.m]
+    per_type = {}
+    if len(cfg.combos) > 1:
+        order = sorted(range(len(cfg.combos)), key=lambda j: test_ds.combos[j].label)
+        per_type = {test_ds.combos[j].label: test_ds.for_combo(j) for j in order}
+    log(f"data: {len(train_ds):,} train / {len(test_ds):,} test sequences of {cfg.seq_len} numbers "
+        f"({', '.join(c.label for c in cfg.combos)}; m={cfg.m}), set up in {time.perf_counter() - t0:.2f} s")
+    return train_ds, test_ds, per_type
 
 
 def correctness_passes(cfg, task, train_ds, model, info) -> dict:
@@ -233,17 +220,6 @@ def save_final_outputs(cfg, task, split, curves, log) -> list[str]:
             task.wandb.image("final_correctness/plot", plot, cfg.num_steps)
             written.append(plot)
     return written
-
-
-def print_summary(rows: list[dict], written: list[str]) -> None:
-    last = rows[-1]
-    print("\nfinal evaluation (unseen a and c):")
-    print(f"  {'':10s}{'loss':>10s}{'token acc':>12s}{'last-number acc':>18s}")
-    for split in ("train", "test"):
-        print(f"  {split:10s}{last[split + '_loss']:>10.4f}{last[split + '_acc']:>12.4f}{last[split + '_last_acc']:>18.4f}")
-    print("files written:")
-    for path in written:
-        print(f"  {path}")
 
 
 if __name__ == "__main__":

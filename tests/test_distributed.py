@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 import curriculum_lowmem
 import prng_train_lowmem
 from utils import distributed, trainer
-from utils.checkpoint import run_identity
+from utils.run import run_identity
 from utils.distributed import DistInfo
 from utils.gpt2 import GPTConfig, build_model
 from tests.helpers import clean_env

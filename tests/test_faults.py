@@ -22,8 +22,10 @@ import torch
 import curriculum_lowmem
 import prng_train_lowmem
 from utils import checkpoint, trainer
-from utils.checkpoint import FileKind, RunFiles, estimate_checkpoint_bytes, load_checkpoint, newest_checkpoint, save_checkpoint
+from utils.checkpoint import estimate_checkpoint_bytes, load_checkpoint, newest_checkpoint, save_checkpoint
+from utils.gpt2 import GPTConfig, build_model
 from utils.results import save_torch
+from utils.run import FileKind, RunFiles
 from tests.helpers import clean_env, read_eval, single_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -266,7 +268,7 @@ def free_bytes(monkeypatch):
 def checkpoint_size(args):
     """The run's own estimate of one checkpoint (checked against a real one below)."""
     cfg = prng_train_lowmem.setup_config(prng_train_lowmem.build_parser().parse_args(args), 1, log=lambda *a: None)
-    model = prng_train_lowmem.build_model(prng_train_lowmem.GPTConfig(
+    model = build_model(GPTConfig(
         block_size=cfg.context_len, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
         n_embd=cfg.n_embd, digits=cfg.digits), cfg.no_rope)
     return estimate_checkpoint_bytes(sum(p.numel() for p in model.parameters()))

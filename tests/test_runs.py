@@ -24,10 +24,12 @@ import torch
 import curriculum_lowmem
 import prng_train_lowmem
 from tests.helpers import clean_env, read_eval, single_base
-from utils import checkpoint
-from utils.checkpoint import NAME_MAX, load_checkpoint, run_identity, save_checkpoint
+from utils import checkpoint, run
+from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.preemption import StopSignals
-from utils.results import save_shared
+from utils.results import NAME_MAX, WriteError, save_shared
+from utils.run import run_identity
+from utils.runtime import plain_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300
@@ -65,14 +67,14 @@ LOOKS_BEFORE_TRAINING = 2
 
 
 @contextlib.contextmanager
-def stopped_after(module, updates):
-    """Runs of `module` started inside stop after `updates` updates of each start (checkpoint, exit 75)."""
-    real = module.StopSignals
-    module.StopSignals = type("Stop", (StopAtLook,), {"look": updates + LOOKS_BEFORE_TRAINING})
+def stopped_after(updates):
+    """Runs (of either script) started inside stop after `updates` updates of each start (checkpoint, exit 75)."""
+    real = run.StopSignals
+    run.StopSignals = type("Stop", (StopAtLook,), {"look": updates + LOOKS_BEFORE_TRAINING})
     try:
         yield
     finally:
-        module.StopSignals = real
+        run.StopSignals = real
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def reference(tmp_path_factory):
 # 1. Identity: a run that differs only in a setting the base name leaves out gets its own files.
 
 def test_identity_ignores_only_what_may_change_on_resume_or_only_changes_outputs():
-    cfg = prng_train_lowmem.plain_config(prng_train_lowmem.setup_config(
+    cfg = plain_config(prng_train_lowmem.setup_config(
         prng_train_lowmem.build_parser().parse_args(RUN), 1, log=lambda *a: None))
     same = [{"results_dir": "elsewhere/"}, {"resume": "auto"}, {"keep_checkpoints": 3}, {"ignore_disk_check": True},
             {"device": "cuda"}, {"dtype": "bfloat16"}, {"compile": "on"}, {"batch_size": 2, "world_size": 2},
@@ -110,7 +112,7 @@ def test_identity_ignores_only_what_may_change_on_resume_or_only_changes_outputs
 
 def test_two_runs_differing_only_in_lr_min_never_touch_each_others_files(tmp_path, reference, capsys):
     base = single_base(RUN)
-    with stopped_after(prng_train_lowmem, 3):  # the first run stops after update 3 (checkpoint at 3)
+    with stopped_after(3):  # the first run stops after update 3 (checkpoint at 3)
         assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path)]) == 75
     first = {n: os.path.getmtime(tmp_path / n) for n in os.listdir(tmp_path)}
     capsys.readouterr()
@@ -145,7 +147,7 @@ def test_a_finished_run_started_again_says_so_and_writes_nothing(reference, caps
 
 
 def test_starting_over_a_run_with_checkpoints_needs_resume(tmp_path, capsys):
-    with stopped_after(prng_train_lowmem, 1):
+    with stopped_after(1):
         assert prng_train_lowmem.main([*RUN, "--results_dir", str(tmp_path)]) == 75
     before = listing(tmp_path)
     with pytest.raises(SystemExit) as stop:
@@ -158,7 +160,7 @@ def test_starting_over_a_run_with_checkpoints_needs_resume(tmp_path, capsys):
 
 def stopped_run(folder, updates=3, args=RUN):
     """`args` in `folder`, stopped by a signal after `updates` updates (checkpoint, exit 75)."""
-    with stopped_after(prng_train_lowmem, updates):
+    with stopped_after(updates):
         assert prng_train_lowmem.main([*args, "--results_dir", str(folder)]) == 75
 
 
@@ -227,27 +229,27 @@ def test_a_requeue_that_adds_output_flags_resumes_the_same_run(tmp_path, referen
 
 
 def test_a_failed_manifest_write_leaves_the_previous_manifest_whole(tmp_path, monkeypatch):
-    files = checkpoint.RunFiles(str(tmp_path), "RUN", {"manifest": checkpoint.FileKind("run_", ".json"),
-                                                       "checkpoint": checkpoint.FileKind("c_", "_{step}.pt")}, 8)
-    with checkpoint.DirLock(str(tmp_path)):
-        claim = checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
-    checkpoint.write_manifest(claim, {"identity": "0123456789ab", "finished": None, "notes": "x" * 10_000})
+    files = run.RunFiles(str(tmp_path), "RUN", {"manifest": run.FileKind("run_", ".json"),
+                                                "checkpoint": run.FileKind("c_", "_{step}.pt")}, 8)
+    with run.DirLock(str(tmp_path)):
+        claim = run.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
+    run.write_manifest(claim, {"identity": "0123456789ab", "finished": None, "notes": "x" * 10_000})
     before = (tmp_path / "run_RUN.json").read_bytes()
 
     def disk_full(fd):  # the data never reaches the disk (ENOSPC at write-back, as NFS reports it)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(checkpoint.WriteError, match="No space left"):
-        checkpoint.write_manifest(claim, {"identity": "0123456789ab", "finished": {"time": "t", "files": ["a"] * 2000}})
+    with pytest.raises(WriteError, match="No space left"):
+        run.write_manifest(claim, {"identity": "0123456789ab", "finished": {"time": "t", "files": ["a"] * 2000}})
     monkeypatch.undo()
     assert (tmp_path / "run_RUN.json").read_bytes() == before
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp_")]
     # The run still holds its lock after the manifest was replaced: a second claim is refused.
     with pytest.raises(ValueError, match="already running"):
-        checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
-    checkpoint.release(checkpoint.RunStart(claim.files, "0123456789ab", None, claim, None))
-    assert checkpoint.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8).fd is not None
+        run.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8)
+    run.release(run.RunStart(claim.files, "0123456789ab", None, claim, None))
+    assert run.claim_stem(str(tmp_path), "RUN", "0123456789ab", files.kinds, 8).fd is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,9 +358,9 @@ def test_results_dir_spelled_otherwise_on_resume_is_the_same_run(tmp_path, refer
     job.mkdir()
     elsewhere.mkdir()
     monkeypatch.chdir(job)
-    with stopped_after(prng_train_lowmem, 3):
+    with stopped_after(3):
         assert prng_train_lowmem.main([*RUN, "--results_dir", "out"]) == 75
-    with stopped_after(prng_train_lowmem, 2):  # resumed as out/, stopped again two updates later
+    with stopped_after(2):  # resumed as out/, stopped again two updates later
         assert prng_train_lowmem.main([*RUN, "--results_dir", "out/", "--resume", "auto"]) == 75
     monkeypatch.chdir(elsewhere)  # a requeue from another working directory
     assert prng_train_lowmem.main([*RUN, "--results_dir", "../job/out", "--resume", "auto"]) == 0
@@ -617,7 +619,7 @@ def test_a_stop_inside_an_update_drops_it_and_resume_is_exact(tmp_path, monkeypa
     # Reads: 2 before training, then 3 between the micro-batches of an update and 1 after it. Read 12 is
     # after the second micro-batch of update 3: that update is dropped, the checkpoint is update 2's.
     look = LOOKS_BEFORE_TRAINING + 4 * 2 + 2
-    monkeypatch.setattr(prng_train_lowmem, "StopSignals", type("Stop", (StopAtLook,), {"look": look}))
+    monkeypatch.setattr(run, "StopSignals", type("Stop", (StopAtLook,), {"look": look}))
     capsys.readouterr()
     assert prng_train_lowmem.main([*args, "--results_dir", str(tmp_path)]) == 75
     assert re.search(r"stopped by signal at step 2; checkpoint \S+_step2\.pt", capsys.readouterr().out)
@@ -735,7 +737,7 @@ def test_a_three_moduli_three_phase_curriculum_with_long_names_trains_and_resume
     yaml_path = tmp_path / "long.yaml"
     yaml_path.write_text(LONG_YAML)
     args = ["--config", str(yaml_path), "--device", "cpu", "--dtype", "float32"]
-    with stopped_after(curriculum_lowmem, 3):
+    with stopped_after(3):
         assert curriculum_lowmem.main([*args, "--results_dir", str(tmp_path / "a")]) == 75
     out = capsys.readouterr().out
     assert "name too long for the file system" in out

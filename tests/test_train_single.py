@@ -20,6 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prng_train_lowmem
 from tests.helpers import unfinish
+from utils.checkpoint import KEYS
 from utils.data import parse_combos, PRNGDataset
 from utils.distributed import DistInfo
 from utils.evaluation import evaluate
@@ -157,6 +158,7 @@ def test_checkpoints_load_with_weights_only_and_stop_exactly_at_num_steps(files_
         ckpt = load(out / f"checkpoint_{FILES_BASE}_step{step}.pt")
         assert {"model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "step", "eval_results",
                 "config"} <= set(ckpt)
+        assert set(ckpt) == set(KEYS)  # the format's one list of keys is complete
         assert ckpt["step"] == step
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model_state_dict"])
         assert set(ckpt["model_state_dict"]) == set(params)

@@ -334,7 +334,14 @@ def config_from(script: str, values: dict):
     return cfg
 
 
-class ConfigParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser for which a malformed flag is bad input like any other: one line, exit 2."""
+
+    def error(self, message):
+        fail(f"{message} (see --help)")
+
+
+class ConfigParser(OneLineParser):
     """An argument parser whose result is the script's typed config, not a Namespace."""
 
     def __init__(self, script: str, **kwargs):
@@ -343,9 +350,6 @@ class ConfigParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         return super().parse_args(args, self.config_class() if namespace is None else namespace)
-
-    def error(self, message):  # a malformed flag is bad input like any other: one line, exit 2
-        fail(f"{message} (see --help)")
 
 
 def build_parser(script: str, description: str) -> ConfigParser:
@@ -369,7 +373,8 @@ def build_parser(script: str, description: str) -> ConfigParser:
 
 
 def fail(message: str) -> None:
-    """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute."""
+    """Exit with one line naming the problem (bad input: flags, YAML, files) before any compute: the one
+    way both scripts and analyze.py refuse bad input."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_BAD_INPUT)
 

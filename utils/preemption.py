@@ -4,7 +4,7 @@ lines of an entry script to its exit status.
 
 This module imports nothing heavy, so an entry script can catch the signals before it imports torch:
 a signal that arrives while it imports or parses is recorded, and the run exits 75 before it writes
-anything (utils/checkpoint.py, RunScope.start).
+anything (utils/run.py, RunScope.start).
 """
 from __future__ import annotations
 

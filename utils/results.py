@@ -17,6 +17,7 @@ import torch
 
 
 NAME_MAX = 255  # bytes in one file name on Linux file systems
+PATH_MAX = 4096  # bytes in a path the Linux kernel takes, its final NUL included
 
 
 def fit_stem(stem: str, prefix: str, suffix: str) -> str:

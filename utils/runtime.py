@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .config import EXIT_BAD_INPUT, fail  # noqa: F401  (imported from here by other modules)
 from .distributed import DistInfo, launch_env
 from .gpt2 import strip_compile_prefix
 from .wandb_utils import SECRET_KEYS

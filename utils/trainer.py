@@ -73,13 +73,44 @@ class LoopConfig:
     digits: int
 
 
+class IntervalSums:
+    """What a rank sums between two evaluations, by name (checkpoint.ACCUM, in its order): views of one
+    float64 tensor on the device, so the ranks add them with one all-reduce and a checkpoint keeps them as
+    one row (train_state["accum"]). Counts the host knows are added as Python numbers: no copy to the device."""
+
+    def __init__(self, values: list[float], device: torch.device):
+        self.values = torch.tensor(values, dtype=torch.float64, device=device)
+        (self.loss_x_tokens, self.correct_tokens, self.correct_last, self.tokens, self.sequences, self.grad_norm,
+         self.updates) = (self.values[i] for i in range(len(ACCUM)))
+
+    def add_micro_batch(self, loss: torch.Tensor, correct: torch.Tensor, last: torch.Tensor, n_tokens: float,
+                        n_sequences: float) -> None:
+        self.loss_x_tokens += loss.detach().double() * n_tokens
+        self.correct_tokens += correct
+        self.correct_last += last
+        self.tokens += n_tokens
+        self.sequences += n_sequences
+
+    def add_update(self, grad_norm: torch.Tensor) -> None:
+        """One update's clipped-gradient norm (rank 0 only: it is the same on every rank)."""
+        self.grad_norm += grad_norm.detach().double()
+        self.updates += 1.0
+
+    def close_interval(self, info: DistInfo) -> tuple[dict, float]:
+        """(the interval's training metrics over all ranks, its tokens), and the sums start again at 0."""
+        t = dict(zip(ACCUM, all_reduce_sum(self.values.clone(), info).tolist()))
+        self.values.zero_()
+        return {"loss": t["loss_x_tokens"] / t["tokens"], "acc": t["correct_tokens"] / t["tokens"],
+                "last_acc": t["correct_last"] / t["sequences"], "grad_norm": t["grad_norm"] / t["updates"]}, t["tokens"]
+
+
 @dataclass
 class TrainState:
     """Everything about the loop's progress that a checkpoint must carry for an exact resume."""
     update: int = 0
     micro_step: int = 0
     started: bool = False  # the step-0 evaluation has been done
-    # every rank's sums since the last evaluation (see ACCUM), as of the last checkpoint; [] = zeros
+    # every rank's IntervalSums.values as of the last checkpoint (checkpoint.ACCUM); [] = zeros
     accum: list[list[float]] = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -108,6 +139,14 @@ class Task:
     (evaluation rows, dicts), extra_rows (per-type rows, or []) and positions (per-position accuracy
     rows: {'step': s, label: accuracy by number position}); fit sets optimizer.
     """
+
+    def table_paths(self) -> list[str]:
+        """The files write_outputs writes (the manifest lists them when the run finishes)."""
+        raise NotImplementedError
+
+    def summary(self) -> list[str]:
+        """The lines of the final evaluation that end a run's output."""
+        raise NotImplementedError
 
     def lr(self, update: int) -> float:
         raise NotImplementedError
@@ -144,8 +183,8 @@ class Task:
         save_checkpoint(checkpoint_payload(
             model=clean_state_dict(self.model), optimizer=optimizer.state_dict(), step=state.update,
             rows=self.rows, extra_rows=self.extra_rows, positions=self.positions,
-            train_state=state.state_dict(), task_state={},
-            amp_dtype=self.cfg.amp_dtype, identity=self.identity, config=plain_config(self.cfg),
+            train_state=state.state_dict(), amp_dtype=self.cfg.amp_dtype, identity=self.identity,
+            config=plain_config(self.cfg),
             cpu_threads=torch.get_num_threads() if self.info.device.type == "cpu" else None), path)
 
     def save_checkpoint(self, state: TrainState, optimizer) -> str:
@@ -227,7 +266,7 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
     G, device = cfg.grad_acc_steps, info.device
     ddp = isinstance(train_model, DistributedDataParallel)
     params = [p for p in model.parameters() if p.requires_grad]
-    acc = torch.tensor(state.sums_for(info), dtype=torch.float64, device=device)
+    sums = IntervalSums(state.sums_for(info), device)
     model.train()
 
     def evaluate_and_record(train_stats):
@@ -252,7 +291,7 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
         lr = task.lr(state.update)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        first_micro_step, sums_before = state.micro_step, acc.clone() if G > 1 else None
+        first_micro_step, sums_before = state.micro_step, sums.values.clone() if G > 1 else None
         stop = False
         for g in range(G):
             x, y = task.micro_batch(state.micro_step, state.update)
@@ -269,18 +308,13 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
                 del logits, hit
                 (loss / G).backward()
             with torch.no_grad():
-                n_tokens = float(y.numel())  # counts the host knows are added as scalars: no copy to the device
-                acc[0] += loss.detach().double() * n_tokens
-                acc[1] += correct
-                acc[2] += last
-                acc[3] += n_tokens
-                acc[4] += float(len(y))
+                sums.add_micro_batch(loss, correct, last, float(y.numel()), float(len(y)))
             state.micro_step += 1
             # Between micro-batches too, so a long update (a large grad_acc_steps) cannot hold a stop off.
             look = not info.enabled or g % SIGNAL_CHECK_EVERY == SIGNAL_CHECK_EVERY - 1
             if not last_micro and look and stop_agreed(signals, info):
                 state.micro_step = first_micro_step  # the update is dropped whole: resume redoes it
-                acc.copy_(sums_before)
+                sums.values.copy_(sums_before)
                 optimizer.zero_grad(set_to_none=True)
                 stop = True
                 break
@@ -293,17 +327,12 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if info.master:  # the same on every rank after the all-reduce
-                acc[5] += grad_norm.detach().double()
-                acc[6] += 1.0
+                sums.add_update(grad_norm)
             state.update += 1
             interval_updates += 1
 
             if state.update % cfg.eval_interval == 0 or state.update == cfg.num_steps:
-                totals = all_reduce_sum(acc.clone(), info).tolist()
-                loss_sum, correct, last, tokens, seqs, norm_sum, updates = totals
-                train_stats = {"loss": loss_sum / tokens, "acc": correct / tokens, "last_acc": last / seqs,
-                               "grad_norm": norm_sum / updates}
-                acc.zero_()
+                train_stats, tokens = sums.close_interval(info)
                 elapsed = time.perf_counter() - interval_start
                 tok_per_s = tokens / elapsed
                 eta = elapsed / interval_updates * (cfg.num_steps - state.update)
@@ -318,7 +347,7 @@ def train(model, train_model, optimizer, task: Task, cfg: LoopConfig, info: Dist
             stop = look and stop_agreed(signals, info)
         periodic = state.update % cfg.checkpoint_interval == 0 or state.update == cfg.num_steps
         if (cfg.save_checkpoints and periodic) or stop:
-            state.accum = all_gather(acc, info)  # the interval's sums so far, so the next evaluation is unchanged
+            state.accum = all_gather(sums.values, info)  # the interval's sums so far: the next evaluation is unchanged
             path = task.save_checkpoint(state, optimizer)
             if stop:
                 raise Preempted(state.update, path)
@@ -344,7 +373,7 @@ def load_optimizer_state(optimizer, state: dict) -> None:
 def fit(task: Task, model, cfg, info: DistInfo, ckpt: dict | None, signals: StopSignals, *, log=print):
     """Everything between a built model and the final outputs, for both scripts: resume state,
     compile/DDP, AdamW, the loop, and the stop/non-finite/write-failure exits. The checkpoint was
-    validated at start-up (utils.checkpoint); so was the disk space.
+    validated at start-up (utils/run.py, utils/checkpoint.py); so was the disk space.
 
     Returns (exit code, eval model, final TrainState): 0, EXIT_PREEMPTED after a signal (checkpoint
     written), or 1 after a non-finite loss (nothing applied for that update) or a file that could not
