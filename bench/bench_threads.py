@@ -6,8 +6,8 @@ the best fixed count of its condition and case.
 
 Run from the repository root, on a machine with nothing else running (each cell is a process of its
 own; the README shape takes a minute or more per cell on 2 cores):
-  python bench/bench_threads.py
-  python bench/bench_threads.py --cases quickstart --busy 0 1 --steps 4      # a shorter run
+  python -m bench.bench_threads
+  python -m bench.bench_threads --cases quickstart --busy 0 1 --steps 4      # a shorter run
 
 The busy cores are processes spinning in a loop, one pinned to each of the first N CPUs of this
 process's affinity, started before the measured process: the auto rule decides inside the measured
@@ -22,11 +22,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import torch  # noqa: E402
 
-import bench_train  # noqa: E402  (bench/ is this script's folder)
+from bench import ROOT, bench_train  # noqa: E402
 from utils import threads  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 
@@ -67,12 +68,12 @@ def cell(rule: str, case: str, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if rule not in ("default", "auto"):
         env["OMP_NUM_THREADS"] = rule
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", rule, "--case", case, "--dtype", args.dtype]
+    cmd = [sys.executable, "-m", "bench.bench_threads", "--worker", rule, "--case", case, "--dtype", args.dtype]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
     runs = []
     for _ in range(args.repeats):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: {rule} / {case} failed:\n{done.stderr.strip()}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -99,7 +100,7 @@ def main(argv=None):
         p.error(f"--busy takes 0..{len(cpus)} cores; --repeats and --steps at least 1")
     cases = [c[0] for c in bench_train.CASES["cpu"] if args.cases is None or c[0] in args.cases]
     rules = ["default", "auto"] + [str(n) for n in range(1, len(cpus) + 1)]
-    print(f"# python bench/bench_threads.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"# python -m bench.bench_threads {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"# {len(cpus)} CPUs in this process's affinity, {threads.physical_cores(cpus)} cores; torch "
           f"{torch.__version__}, its default {torch.get_num_threads()} threads here; {args.dtype}; "
           f"{args.repeats} process(es) per cell")

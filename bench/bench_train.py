@@ -2,8 +2,8 @@
 step time spent making batches and evaluating, and peak memory, on the CPU or a CUDA GPU.
 
 Run from the repository root:
-  python bench/bench_train.py                      # CPU: float32 and bf16 autocast, compile off
-  python bench/bench_train.py --device cuda        # GPU: bf16 autocast, compile on, fused AdamW
+  python -m bench.bench_train                      # CPU: float32 and bf16 autocast, compile off
+  python -m bench.bench_train --device cuda        # GPU: bf16 autocast, compile on, fused AdamW
 
 A timed update is what the training loop does: grad_acc_steps micro-batches drawn with
 PRNGDataset.batch (on the GPU when training there), forward and backward under autocast, clip the
@@ -25,16 +25,20 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import prng_train_lowmem  # noqa: E402
+from bench import QUICKSTART_ARGS, ROOT  # noqa: E402
 from utils.data import Combo, EpochOrder, PRNGDataset, eval_shards  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 from utils.evaluation import autocast, evaluate  # noqa: E402
 from utils.gpt2 import GPTConfig, build_model, count_parameters  # noqa: E402
 from utils.params import split_ac  # noqa: E402
+from utils.settings import derive_single, quiet  # noqa: E402
 from utils.tokens import context_len  # noqa: E402
 
 PEAK_SIZE, PEAK_REPEATS = 2048, 7
@@ -45,17 +49,30 @@ DENSE_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
                      ("GH200", 989.4), ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("A10G", 70.0),
                      ("L4", 121.0)]
 
+
+def quickstart_case(path: str = os.path.join(ROOT, QUICKSTART_ARGS)) -> tuple[tuple, int, int]:
+    """The quickstart's SHAPES entry, batch per update and micro-batch, read from its flags file as
+    prng_train_lowmem.py reads it."""
+    cfg = prng_train_lowmem.build_parser().parse_args(["@" + path])
+    derive_single(cfg, log=quiet)
+    if len(cfg.combos) != 1:
+        raise ValueError(f"{path}: the benchmark's quickstart case has one generator, not {len(cfg.combos)}")
+    shape = (cfg.combos[0], cfg.m, cfg.base, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.seq_len, cfg.n_test_a,
+             cfg.n_test_c)
+    return shape, cfg.batch_size * cfg.grad_acc_steps, cfg.batch_size
+
+
+QUICKSTART_SHAPE, QUICKSTART_BATCH, QUICKSTART_MICRO = quickstart_case()
 # name: (combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c)
 SHAPES = {
-    # Mirrors the README quickstart; update it with the quickstart.
-    "quickstart": (Combo("LCG"), 256, 256, 2, 4, 64, 129, 12, 16),
+    "quickstart": QUICKSTART_SHAPE,
     # The README example's model, sequence shape and test set.
     "README shape": (Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 128, 64),
 }
 # Per device: (shape, batch per update, micro-batch, warm-up updates, timed updates)
 CASES = {
-    "cpu": [("quickstart", 32, 32, 2, 16), ("README shape", 8, 8, 1, 2)],
-    "cuda": [("quickstart", 32, 32, 20, 100), ("README shape", 512, 128, 3, 10)],
+    "cpu": [("quickstart", QUICKSTART_BATCH, QUICKSTART_MICRO, 2, 16), ("README shape", 8, 8, 1, 2)],
+    "cuda": [("quickstart", QUICKSTART_BATCH, QUICKSTART_MICRO, 20, 100), ("README shape", 512, 128, 3, 10)],
 }
 
 
@@ -177,7 +194,7 @@ def main(argv=None):
     if args.micro:
         cases = [(n, b, args.micro if n == "README shape" else mi, w, s) for n, b, mi, w, s in cases]
     torch.set_grad_enabled(True)
-    print(f"# python bench/bench_train.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"# python -m bench.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
         peak, peak_text = gpu_peak(gpu, args.peak_tflops)

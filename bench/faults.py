@@ -6,7 +6,7 @@ SIGKILL) a random delay after the run has claimed its files (its manifest appear
 compares the eval table / CSV (bytes) and the final model (tensors) with an uninterrupted reference
 run of the same command.
 
-    python bench/faults.py --trials 20 --seed 1
+    python -m bench.faults --trials 20 --seed 1
 """
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ import sys
 import tempfile
 import time
 
-import torch
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from bench import ROOT  # noqa: E402
+
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
         "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32",
         "--save_checkpoints", "--save_params"]
@@ -44,7 +48,7 @@ def env() -> dict:
 
 
 def start(script: str, folder: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, script, *SCRIPTS[script], "--results_dir", folder, *extra], cwd=REPO,
+    return subprocess.Popen([sys.executable, script, *SCRIPTS[script], "--results_dir", folder, *extra], cwd=ROOT,
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

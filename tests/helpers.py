@@ -1,10 +1,27 @@
-"""Helpers shared by the tests that launch training processes."""
+"""Helpers shared by the tests: the repository's files, launching training processes, reading their files."""
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 
 import prng_train_lowmem
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Directories that hold no source of ours: outputs, caches, virtual environments (also any directory
+# with a pyvenv.cfg) and hidden directories.
+NOT_SOURCE = {"results", "out", "wandb", "__pycache__", "build", "dist", "site-packages"}
+
+
+def repo_files(suffixes: tuple[str, ...], root: Path | str = REPO) -> list[Path]:
+    """The files under `root` whose names end with one of `suffixes`, outside NOT_SOURCE."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        # prune in place, so that a virtual environment's thousands of files are never listed
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_SOURCE
+                         and not (Path(folder) / d / "pyvenv.cfg").exists())
+        files.extend(Path(folder) / name for name in names if name.endswith(suffixes))
+    return sorted(files)
 
 
 def clean_env(**extra) -> dict:
