@@ -2,8 +2,8 @@
 
 Configuration is checked through the script's own `load_config`/`setup_config` and the run's splits
 (utils/settings.py `ac_splits`), which build nothing heavy. Runs are in-process
-(`curriculum_lowmem.main([...])`) with tiny models; one subprocess checks what a user sees when a config
-is bad. The README YAML runs once with its own 5000-update phases (sizes shrunk on the command line) and
+(`curriculum_lowmem.main([...])`) with tiny models; what a user sees when a config is bad (a process) is
+in tests/test_inputs.py, with the other command-line bad input. The README YAML runs once with its own 5000-update phases (sizes shrunk on the command line) and
 is the loop-level LR check.
 """
 
@@ -13,8 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -344,18 +342,8 @@ def test_no_yaml_mode_needs_custom_phases(capsys):
     assert_one_line_error(capsys, stop.value.code, "--custom_phases")
 
 
-def test_bad_config_from_the_command_line(tmp_path):
-    # What a user sees: the exit status and stderr of the process, one line, no traceback, no files.
-    config = tiny_yaml(curriculum={"phases": [{"phase_steps": 4, "transition": "sigmoid", "end_weights": [1, 1]}]})
-    out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "curriculum_lowmem.py", "--config", write_yaml(tmp_path / "c.yaml", config),
-                             "--results_dir", str(out)], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "sigmoid" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and "step" not in result.stdout
-    assert not out.exists()
+# What a user sees (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.
 
 
 # --------------------------------------------------------------------------------------------------

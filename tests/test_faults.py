@@ -400,15 +400,5 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(bad_inputs, capsys,
     assert fingerprint(bad_inputs["RESULTS"]) == before
 
 
-def test_bad_input_from_the_command_line(bad_inputs):
-    # What a user sees: the process's status and stderr (no usage block, no traceback).
-    runs = [subprocess.Popen([sys.executable, script, *resolve(args, bad_inputs), "--results_dir",
-                              bad_inputs["RESULTS"]], cwd=REPO, env=clean_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for script, args in [("prng_train_lowmem.py", [*GOOD, "--m", "abc"]),
-                                 ("curriculum_lowmem.py", ["--config", "OK", "--resume", "TRUNCATED"])]]
-    for proc, message in zip(runs, ["invalid int value", "unreadable or incomplete"]):
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 2, stderr
-        assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ") and message in stderr, stderr
-        assert "Traceback" not in stderr
+# What a user sees (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.

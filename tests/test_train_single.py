@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prng_train_lowmem
-from tests.helpers import unfinish
+from tests.helpers import FINISHED_ARGS as FILES_ARGS, FINISHED_BASE as FILES_BASE, TINY, unfinish
 from utils.data import parse_combos, PRNGDataset
 from utils.distributed import DistInfo
 from utils.evaluation import evaluate
@@ -32,10 +32,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4",
-        "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
-
 
 def run_script(*args, results_dir):
     return subprocess.run([sys.executable, "prng_train_lowmem.py", *map(str, args), "--results_dir", str(results_dir)],
@@ -91,23 +87,16 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2, 5, 9. One small run with every output flag: names, columns, keys, stopping and progress lines.
-# num_steps 7 is not a multiple of eval_interval 3: training must still stop exactly at 7.
-
-FILES_ARGS = ["--type", "LCG", "--m", "256", *TINY, "--num_steps", "7", "--eval_interval", "3", "--warm_steps", "2",
-              "--save_checkpoints", "--checkpoint_interval", "3", "--save_params", "--save_correctness",
-              "--save_test_values"]
-FILES_BASE = "LCG_m256_kp8_vs256_sl9_b256_nd1_na4_nc4_ne1_n32_h2_d1_rope_dI1_I1_lr0.001000_Twarm2_T7_B4_wd0.5"
-
+# 2, 5, 9. One small run with every output flag (the suite's shared finished run, tests/conftest.py): names,
+# columns, keys, stopping and progress lines. num_steps 7 is not a multiple of eval_interval 3: training
+# must still stop exactly at 7.
 
 @pytest.fixture(scope="module")
-def files_run(tmp_path_factory):
+def files_run(finished_run, tmp_path_factory):
     """The same command run twice in one results_dir (first as a subprocess, then in-process: the second
     finds the run finished and writes nothing), and once more in-process in another folder."""
-    out, again = tmp_path_factory.mktemp("files"), tmp_path_factory.mktemp("files_again")
-    first = run_script(*FILES_ARGS, results_dir=out)
-    assert_ok(first)
-    listing_after_first = set(os.listdir(out))
+    out, first, listing_after_first = finished_run
+    again = tmp_path_factory.mktemp("files_again")
     assert run_main(*FILES_ARGS, results_dir=out) == 0
     assert run_main(*FILES_ARGS, results_dir=again) == 0
     return out, first, listing_after_first, again
@@ -395,14 +384,8 @@ def test_bad_flags_fail_with_one_line(tmp_path, capsys, args, message):
     assert not out.exists() or not os.listdir(out)
 
 
-def test_bad_flags_from_the_command_line(tmp_path):
-    # The same contract seen by a user: exit status and stderr of the process, no traceback.
-    result = run_script("--type", "RS", "--m", "256", "--control_bits", "3", "--bits_to_keep", "8", *TINY,
-                        results_dir=tmp_path / "out")
-    assert result.returncode != 0
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), result.stderr
-    assert "Traceback" not in result.stderr and "step" not in result.stdout
-    assert not (tmp_path / "out").exists()
+# The same contract seen by a user (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.
 
 
 # --------------------------------------------------------------------------------------------------
