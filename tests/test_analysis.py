@@ -2,7 +2,7 @@
 command line, and the baselines against the algebra and a plain-Python enumeration.
 
 The scripts run in this process through their `main(argv)` (a process costs seconds of imports on these
-machines); one test runs analyze.py as a process, as a user sees it."""
+machines); analyze.py's bad input as a user sees it (a process) is in tests/test_inputs.py."""
 import argparse
 import contextlib
 import glob
@@ -21,7 +21,7 @@ import torch
 import analyze as analyze_cli
 import curriculum_lowmem
 import prng_train_lowmem
-from tests.helpers import TINY as TINY_SIZES, read_eval, run_process
+from tests.helpers import TINY as TINY_SIZES, read_eval
 from utils import prng, settings
 from utils.analysis import baselines, loading, positions
 from utils.gpt2 import GPTConfig, build_model, strip_compile_prefix
@@ -223,8 +223,7 @@ def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path, capsys):
     assert roll.start.tolist() == [4, 4] and roll.generated.tolist() == [5, 5]
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--m", 512, "--out", tmp_path / "x"), "vocab")
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--baselines", "magic", "--out", tmp_path / "x"), "magic")
-    # As a user sees it: the process's status and stderr.
-    assert_bad_input(run_process("analyze.py", "eval", tmp_path / "missing.pt", "--out", tmp_path / "x"), "not found")
+    assert_bad_input(bad_input(capsys, "eval", tmp_path / "missing.pt", "--out", tmp_path / "x"), "not found")
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--tau", "2", "--out", tmp_path / "x"), "--tau")
     assert not (tmp_path / "x").exists()
 

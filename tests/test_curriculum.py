@@ -824,6 +824,7 @@ README_BASE = ("XSLRR_premNone_moduli65536_262144_transexp_cp1s4000u500t4000dcon
                "_p2s1000u0t0dcosa0.0,1.0-0.0,1.0_n32_h2_d1_na4_nc4_ne1_vs1024_sl9_cb3_T5000_B8_lr0.0005_wd0.1_dI2_I1")
 
 
+@pytest.mark.slow  # the README YAML's 5000 updates
 def test_readme_yaml_runs_and_the_loop_applies_its_lr(tmp_path, applied_lrs):
     out = tmp_path / "readme"
     assert run_main("--config", README_YAML, *TINY, "--results_dir", out) == 0

@@ -218,6 +218,7 @@ def ddp_single(tmp_path_factory):
     return out, stdout
 
 
+@pytest.mark.slow  # torchrun: three processes
 def test_torchrun_two_ranks_match_one_rank_with_twice_the_batch(ddp_single, tmp_path):
     out, stdout = ddp_single
     assert "world size 2" in stdout
@@ -250,6 +251,7 @@ output: {{results_dir: {results_dir}, save_params: true}}
     return path
 
 
+@pytest.mark.slow  # two processes
 def test_srun_two_ranks_match_one_rank_for_the_curriculum(tmp_path):
     two, one_ = tmp_path / "two", tmp_path / "one"
     procs = srun("curriculum_lowmem.py", ["--config", curriculum_yaml(tmp_path / "two.yaml", two, 4)])
@@ -273,6 +275,7 @@ def test_srun_two_ranks_match_one_rank_for_the_curriculum(tmp_path):
 #    srun-style launching (any launcher continues any other) and matches the uninterrupted run exactly;
 #    resumed on one rank with twice the batch it matches within float tolerance.
 
+@pytest.mark.slow  # torchrun and srun-style processes, stopped and resumed
 def test_sigterm_to_torchrun_checkpoints_and_resume_is_exact(ddp_single, tmp_path):
     out = tmp_path / "run"
     proc = torchrun("prng_train_lowmem.py", [*SINGLE, "--batch_size", "4", "--results_dir", out],

@@ -60,6 +60,7 @@ def fingerprint(folder) -> dict:
 PREEMPT = [*TINY, "--num_steps", "300", "--eval_interval", "10", "--warm_steps", "5", "--save_params"]
 
 
+@pytest.mark.slow  # a process stopped by a signal, then resumed
 def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, capsys):
     # Periodic checkpoints are off: the signal's checkpoint is written anyway.
     base = single_base(PREEMPT)
@@ -125,6 +126,7 @@ with atomic_write(sys.argv[1]) as tmp:
 """
 
 
+@pytest.mark.slow  # a process killed during a write
 def test_kill9_during_a_checkpoint_write_keeps_the_good_file(tmp_path):
     good = tmp_path / "checkpoint_RUN_step4.pt"
     save_checkpoint({"model_state_dict": {"w": torch.arange(5.0)}, "step": 4}, str(good))

@@ -285,7 +285,8 @@ def test_the_table_covers_both_scripts_and_the_yaml():
 # case -> (script, arguments, environment, what the line must hold: a fragment, or the whole line when it
 # starts with "error: "). OUT is the output folder, absent; RUN_OUT one holding a finished run's files (the
 # results_dir check creates an absent one before --resume is read); OK_YAML a valid curriculum YAML;
-# TRUNCATED a finished run's checkpoint cut short; NO_WANDB a folder whose wandb module fails to import.
+# TRUNCATED a finished run's checkpoint cut short; NO_WANDB a folder whose wandb module fails to import;
+# MISSING a file that does not exist.
 OMP_MANY = {"OMP_NUM_THREADS": "many"}
 OMP_ERROR = "error: OMP_NUM_THREADS='many' is not a thread count (a whole number >= 1); unset it to let the run choose"
 NO_WANDB = {"PYTHONPATH": "NO_WANDB", "WANDB_MODE": "offline"}
@@ -312,6 +313,7 @@ CLI_BAD = {
     "curriculum_wandb_missing": ("curriculum_lowmem.py", [*CURRICULUM, "--use_wandb", "--wandb_offline",
                                                           "--results_dir", "OUT"], NO_WANDB, WANDB_ERROR),
     "analyze_omp_num_threads": ("analyze.py", ["eval", "model.pth", "--out", "OUT"], OMP_MANY, OMP_ERROR),
+    "analyze_model_missing": ("analyze.py", ["eval", "MISSING", "--out", "OUT"], {}, "not found"),
 }
 
 
@@ -328,7 +330,7 @@ def cli_results(tmp_path_factory, finished_run):
     for name, config in (("ok.yaml", YAML_OK), ("sigmoid.yaml", sigmoid)):
         (root / name).write_text(yaml.safe_dump(config))
     names = {"OK_YAML": root / "ok.yaml", "SIGMOID_YAML": root / "sigmoid.yaml", "TRUNCATED": root / "truncated.pt",
-             "NO_WANDB": root / "no_wandb"}
+             "NO_WANDB": root / "no_wandb", "MISSING": root / "missing.pt"}
 
     def run(case):
         script, args, env, _ = CLI_BAD[case]
@@ -349,6 +351,7 @@ def cli_results(tmp_path_factory, finished_run):
         return dict(zip(CLI_BAD, pool.map(run, CLI_BAD)))
 
 
+@pytest.mark.slow  # eleven processes
 @pytest.mark.parametrize("case", list(CLI_BAD))
 def test_bad_input_from_the_command_line(cli_results, case):
     result, before, after = cli_results[case]

@@ -63,6 +63,7 @@ README_BASE = ("XSLRR_m262144_cb3_kp9_vs512_sl513_b512_nd1_na2_nc2_ne1_n1024_h8_
                "_Twarm5000_T2_B2_wd0.1")
 
 
+@pytest.mark.slow  # the README's 51M-parameter model, 1.2 GB of checkpoints
 def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
     # The full 51M-parameter model at seq_len 513 is kept on purpose: this is the user's command.
     # The run is all LR warmup (warm_steps 5000 > num_steps 2), which must be allowed.

@@ -223,6 +223,7 @@ def curriculum_run(tmp_path_factory):
     return tmp / "results", read_offline_run(tmp / "wandb")
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_takes_its_wandb_settings_from_the_yaml(curriculum_run):
     _, run = curriculum_run
     assert (run.run.project, run.run.display_name, list(run.run.tags), run.run.notes) == \
@@ -232,6 +233,7 @@ def test_curriculum_run_takes_its_wandb_settings_from_the_yaml(curriculum_run):
     assert (c["moduli"], c["num_steps"], c["experiment_name"]) == ([256, 1024], 5, "wandb_test")
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_history_matches_the_csv(curriculum_run):
     results, run = curriculum_run
     [csv] = results.glob("LCG_*.csv")
@@ -249,6 +251,7 @@ def test_curriculum_run_history_matches_the_csv(curriculum_run):
     assert run.history[0]["curriculum/alpha_m256"] == 1.0 and run.history[4]["curriculum/alpha_m1024"] == 1.0
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_final_image_and_summary(curriculum_run):
     _, run = curriculum_run
     assert_final_image(run, 5)
