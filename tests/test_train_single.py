@@ -58,9 +58,9 @@ def assert_ok(result):
 # 1. The README example, shrunk only by the sizes appended after it.
 
 # README_COMMAND: the original README's command, as the README gives it (tests/test_names.py checks both).
-README_SMALLER = "--num_steps 2 --batch_size 2 --n_a 2 --n_c 2 --n_test_a 2 --n_test_c 2 --eval_interval 1".split()
+README_SMALLER = "--num_steps 2 --batch_size 1 --n_a 2 --n_c 2 --n_test_a 1 --n_test_c 1 --eval_interval 1".split()
 README_BASE = ("XSLRR_m262144_cb3_kp9_vs512_sl513_b512_nd1_na2_nc2_ne1_n1024_h8_d4_rope_dI1_I1_lr0.000500"
-               "_Twarm5000_T2_B2_wd0.1")
+               "_Twarm5000_T2_B1_wd0.1")
 
 
 @pytest.mark.slow  # the README's 51M-parameter model, 1.2 GB of checkpoints
@@ -75,7 +75,7 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
         expected = {f"eval_{README_BASE}.tab", f"params_{README_BASE}.pth",
                     f"checkpoint_{README_BASE}_step0.pt", f"checkpoint_{README_BASE}_step2.pt",
                     "trainac_XSLRR_m262144_b512_d1_na2_nc2_ne1_dI1.npz",
-                    "training_ac_values_m262144_na2_nc2_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
+                    "training_ac_values_m262144_na2_nc2_nta1_ntc1_ne1_vs512_sl513_dI1_I1.pt",
                     f"correctness_{README_BASE}.npz", f"correctness_{README_BASE}.png",
                     f"positions_{README_BASE}.npz", f"run_{README_BASE}.json"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
