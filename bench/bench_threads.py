@@ -44,7 +44,7 @@ def worker(args) -> None:
     reason = "torch default"
     if args.worker != "default":  # as the scripts start: OMP_NUM_THREADS for a fixed count, else the rule
         _, reason = threads.use_threads(DistInfo(), threads.requested_threads(), log=lambda *a: None)
-    name, batch, micro, warmup, steps = next(c for c in bench_train.CASES["cpu"] if c[0] == args.case)
+    name, batch, micro, warmup, steps = next(c for c in bench_train.cases()["cpu"] if c[0] == args.case)
     torch.set_grad_enabled(True)
     row = bench_train.measure(name, torch.device("cpu"), getattr(torch, args.dtype), False, batch, micro,
                               warmup, args.steps or steps, eval_batches=1)
@@ -83,7 +83,7 @@ def cell(rule: str, case: str, args) -> dict:
 def main(argv=None):
     cpus = sorted(os.sched_getaffinity(0))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", default=None, choices=[c[0] for c in bench_train.CASES["cpu"]],
+    p.add_argument("--cases", nargs="+", default=None, choices=[c[0] for c in bench_train.cases()["cpu"]],
                    help="default: all CPU cases of bench_train.py")
     p.add_argument("--busy", nargs="+", type=int, default=None,
                    help=f"cores kept busy, one condition each (default: 0 1 {len(cpus)})")
@@ -98,7 +98,7 @@ def main(argv=None):
     busy = args.busy if args.busy is not None else sorted({0, 1, len(cpus)})
     if any(not 0 <= b <= len(cpus) for b in busy) or args.repeats < 1 or (args.steps is not None and args.steps < 1):
         p.error(f"--busy takes 0..{len(cpus)} cores; --repeats and --steps at least 1")
-    cases = [c[0] for c in bench_train.CASES["cpu"] if args.cases is None or c[0] in args.cases]
+    cases = [c[0] for c in bench_train.cases()["cpu"] if args.cases is None or c[0] in args.cases]
     rules = ["default", "auto"] + [str(n) for n in range(1, len(cpus) + 1)]
     print(f"# python -m bench.bench_threads {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"# {len(cpus)} CPUs in this process's affinity, {threads.physical_cores(cpus)} cores; torch "

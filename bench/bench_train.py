@@ -21,6 +21,7 @@ Eval share: one evaluation of the case's test set over (eval_interval updates + 
 the README example's --eval_interval 2000.
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -50,8 +51,9 @@ DENSE_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
                      ("L4", 121.0)]
 
 
+@functools.cache
 def quickstart_case(path: str = os.path.join(ROOT, QUICKSTART_ARGS)) -> tuple[tuple, int, int]:
-    """The quickstart's SHAPES entry, batch per update and micro-batch, read from its flags file as
+    """The quickstart's shapes() entry, batch per update and micro-batch, read from its flags file as
     prng_train_lowmem.py reads it."""
     cfg = prng_train_lowmem.build_parser().parse_args(["@" + path])
     derive_single(cfg, log=quiet)
@@ -62,18 +64,20 @@ def quickstart_case(path: str = os.path.join(ROOT, QUICKSTART_ARGS)) -> tuple[tu
     return shape, cfg.batch_size * cfg.grad_acc_steps, cfg.batch_size
 
 
-QUICKSTART_SHAPE, QUICKSTART_BATCH, QUICKSTART_MICRO = quickstart_case()
-# name: (combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c)
-SHAPES = {
-    "quickstart": QUICKSTART_SHAPE,
-    # The README example's model, sequence shape and test set.
-    "README shape": (Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 128, 64),
-}
-# Per device: (shape, batch per update, micro-batch, warm-up updates, timed updates)
-CASES = {
-    "cpu": [("quickstart", QUICKSTART_BATCH, QUICKSTART_MICRO, 2, 16), ("README shape", 8, 8, 1, 2)],
-    "cuda": [("quickstart", QUICKSTART_BATCH, QUICKSTART_MICRO, 20, 100), ("README shape", 512, 128, 3, 10)],
-}
+# The README example's model, sequence shape and test set.
+README_SHAPE = (Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 128, 64)
+
+
+def shapes() -> dict:
+    """name -> (combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c)."""
+    return {"quickstart": quickstart_case()[0], "README shape": README_SHAPE}
+
+
+def cases() -> dict:
+    """Per device: (shape, batch per update, micro-batch, warm-up updates, timed updates)."""
+    _, batch, micro = quickstart_case()
+    return {"cpu": [("quickstart", batch, micro, 2, 16), ("README shape", 8, 8, 1, 2)],
+            "cuda": [("quickstart", batch, micro, 20, 100), ("README shape", 512, 128, 3, 10)]}
 
 
 def gpu_peak(name: str, override: float | None) -> tuple[float, str]:
@@ -103,7 +107,7 @@ def sync(device):
 
 
 def measure(name, device, dtype, use_compile, batch, micro, warmup, steps, eval_batches=None, compile_mode=None):
-    combo, m, base, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c = SHAPES[name]
+    combo, m, base, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c = shapes()[name]
     split = split_ac(m, 32, 32, n_test_a, n_test_c, np.random.default_rng(1))  # 1024 training pairs
     ds = PRNGDataset(m, [combo], split.train_a, split.train_c, 1, seq_len, base, 1, data_seed=1)
     test_ds = PRNGDataset(m, [combo], split.test_a, split.test_c, 1, seq_len, base, 1, data_seed=1)
@@ -178,7 +182,7 @@ def main(argv=None):
                    help="default: both on the CPU, bfloat16 on CUDA")
     p.add_argument("--compile", nargs="+", default=None, choices=["on", "off"],
                    help="default: off on the CPU, on on CUDA")
-    p.add_argument("--cases", nargs="+", default=None, choices=list(SHAPES), help="default: all")
+    p.add_argument("--cases", nargs="+", default=None, choices=list(shapes()), help="default: all")
     p.add_argument("--peak_tflops", type=float, default=None, help="dense bf16 peak of an unlisted GPU")
     p.add_argument("--compile_mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
                                                             "max-autotune-no-cudagraphs"],
@@ -190,9 +194,9 @@ def main(argv=None):
     dtypes = [getattr(torch, d) for d in (args.dtype or (["float32", "bfloat16"] if device.type == "cpu"
                                                          else ["bfloat16"]))]
     compiles = [c == "on" for c in (args.compile or (["off"] if device.type == "cpu" else ["on"]))]
-    cases = [c for c in CASES[device.type] if args.cases is None or c[0] in args.cases]
+    selected = [c for c in cases()[device.type] if args.cases is None or c[0] in args.cases]
     if args.micro:
-        cases = [(n, b, args.micro if n == "README shape" else mi, w, s) for n, b, mi, w, s in cases]
+        selected = [(n, b, args.micro if n == "README shape" else mi, w, s) for n, b, mi, w, s in selected]
     torch.set_grad_enabled(True)
     print(f"# python -m bench.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     if device.type == "cuda":
@@ -207,7 +211,7 @@ def main(argv=None):
     print("# FLOPs/update = (6 * n_params + 12 * n_layer * n_embd * T) * batch * T; "
           f"eval share with --eval_interval {EVAL_INTERVAL}")
     rows = []
-    for name, batch, micro, warmup, steps in cases:
+    for name, batch, micro, warmup, steps in selected:
         for dtype in dtypes:
             for use_compile in compiles:
                 rows.append(measure(name, device, dtype, use_compile, batch, micro, warmup, steps,

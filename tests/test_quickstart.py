@@ -152,9 +152,9 @@ def test_the_seed_benchmark_runs_the_file_by_default(tmp_path, monkeypatch):
 
 
 def test_the_training_benchmark_takes_its_quickstart_case_from_the_file(tmp_path):
-    assert bench_train.SHAPES["quickstart"] == bench_train.quickstart_case()[0]
+    assert bench_train.shapes()["quickstart"] == bench_train.quickstart_case()[0]
     cfg = prng_train_lowmem.build_parser().parse_args(quickstart_argv())
-    (case,) = [c for c in bench_train.CASES["cpu"] if c[0] == "quickstart"]
+    (case,) = [c for c in bench_train.cases()["cpu"] if c[0] == "quickstart"]
     assert case[1:3] == (cfg.batch_size, cfg.batch_size)
     # it reads the file: a changed file changes the case
     changed = tmp_path / "changed.args"
@@ -162,7 +162,8 @@ def test_the_training_benchmark_takes_its_quickstart_case_from_the_file(tmp_path
         changed.write_text(f.read() + "--n_embd 96\n--batch_size 16\n")
     shape, batch, micro = bench_train.quickstart_case(str(changed))
     assert shape[5] == 96 and (batch, micro) == (16, 16)
-    assert shape[:5] == bench_train.SHAPES["quickstart"][:5] and shape[6:] == bench_train.SHAPES["quickstart"][6:]
+    quickstart = bench_train.shapes()["quickstart"]
+    assert shape[:5] == quickstart[:5] and shape[6:] == quickstart[6:]
 
 
 def test_the_gpu_check_and_the_cuda_tests_run_the_file():
