@@ -3,8 +3,8 @@
 Configuration is checked through the script's own `load_config`/`setup_config` and the run's splits
 (utils/settings.py `ac_splits`), which build nothing heavy. Runs are in-process
 (`curriculum_lowmem.main([...])`) with tiny models; what a user sees when a config is bad (a process) is
-in tests/test_inputs.py, with the other command-line bad input. The README YAML runs once with its own 5000-update phases (sizes shrunk on the command line) and
-is the loop-level LR check.
+in tests/test_inputs.py, with the other command-line bad input. The README YAML runs once with its own
+5000-update phases (sizes shrunk on the command line) and is the loop-level LR check.
 """
 
 import argparse

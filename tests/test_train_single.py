@@ -33,6 +33,7 @@ EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "tra
                 "grad_norm"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+
 def run_script(*args, results_dir):
     return subprocess.run([sys.executable, "prng_train_lowmem.py", *map(str, args), "--results_dir", str(results_dir)],
                           cwd=REPO, capture_output=True, text=True)
