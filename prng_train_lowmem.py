@@ -30,8 +30,9 @@ EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "tra
 
 def build_parser() -> config.ConfigParser:
     """Flags, defaults, bounds and help come from the one parameter table (utils/config.py); the
-    parser returns a config.SingleModulusConfig."""
-    return config.build_parser(config.SINGLE, __doc__)
+    parser returns a config.SingleModulusConfig. `@FILE` reads flags from a file, one flag and its value
+    per line (configs/quickstart.args); flags after it override it."""
+    return config.build_parser(config.SINGLE, __doc__, fromfile_prefix_chars="@")
 
 
 # Every check and derivation, before anything is built (utils/settings.py, shared with analyze.py).

@@ -1,7 +1,7 @@
 """Baseline benchmark: run time of the classical predictors (utils/analysis/baselines.py) at m = 2^10 and
 2^12, every generator type, on one thread.
 
-Run from the repository root:  OMP_NUM_THREADS=1 python bench/bench_baselines.py
+Run from the repository root:  OMP_NUM_THREADS=1 python -m bench.bench_baselines
 Each type: 64 test sequences (8 multipliers x 8 increments of the training family, one start state
 each) of 64 numbers; PCG types with control bits 1 and k = n // 2 output bits (XSLRR: n // 2 anyway).
 """
@@ -9,7 +9,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import numpy as np  # noqa: E402
 

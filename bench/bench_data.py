@@ -1,6 +1,6 @@
 """Data benchmark: batch generation vs the per-sequence loop, and the README dataset's set-up cost (memory O(n_a + n_c)).
 
-Run from the repository root:  python bench/bench_data.py
+Run from the repository root:  python -m bench.bench_data
 """
 import gc
 import os
@@ -8,7 +8,8 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
@@ -18,7 +19,7 @@ from tests.reference import reference_sequence  # noqa: E402
 from utils.data import Combo, EpochOrder, PRNGDataset, start_states  # noqa: E402
 from utils.params import split_ac  # noqa: E402
 
-COMMAND = "python bench/bench_data.py"
+COMMAND = "python -m bench.bench_data"
 M, SEQ_LEN, BATCH, N_A, N_C, N_TEST_A, N_TEST_C, DATA_SEED = 2**18, 513, 512, 1024, 1024, 128, 64, 1
 SETUP_TARGET_S, SETUP_TARGET_MB = 2.0, 50.0
 BATCH_REPEATS, LOOP_REPEATS = 7, 3

@@ -6,8 +6,8 @@ the best fixed count of its condition and case.
 
 Run from the repository root, on a machine with nothing else running (each cell is a process of its
 own; the README shape takes a minute or more per cell on 2 cores):
-  python bench/bench_threads.py
-  python bench/bench_threads.py --cases quickstart --busy 0 1 --steps 4      # a shorter run
+  python -m bench.bench_threads
+  python -m bench.bench_threads --cases quickstart --busy 0 1 --steps 4      # a shorter run
 
 The busy cores are processes spinning in a loop, one pinned to each of the first N CPUs of this
 process's affinity, started before the measured process: the auto rule decides inside the measured
@@ -22,11 +22,12 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import torch  # noqa: E402
 
-import bench_train  # noqa: E402  (bench/ is this script's folder)
+from bench import ROOT, bench_train  # noqa: E402
 from utils import threads  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 
@@ -43,7 +44,7 @@ def worker(args) -> None:
     reason = "torch default"
     if args.worker != "default":  # as the scripts start: OMP_NUM_THREADS for a fixed count, else the rule
         _, reason = threads.use_threads(DistInfo(), threads.requested_threads(), log=lambda *a: None)
-    name, batch, micro, warmup, steps = next(c for c in bench_train.CASES["cpu"] if c[0] == args.case)
+    name, batch, micro, warmup, steps = next(c for c in bench_train.cases()["cpu"] if c[0] == args.case)
     torch.set_grad_enabled(True)
     row = bench_train.measure(name, torch.device("cpu"), getattr(torch, args.dtype), False, batch, micro,
                               warmup, args.steps or steps, eval_batches=1)
@@ -67,12 +68,12 @@ def cell(rule: str, case: str, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if rule not in ("default", "auto"):
         env["OMP_NUM_THREADS"] = rule
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", rule, "--case", case, "--dtype", args.dtype]
+    cmd = [sys.executable, "-m", "bench.bench_threads", "--worker", rule, "--case", case, "--dtype", args.dtype]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
     runs = []
     for _ in range(args.repeats):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"error: {rule} / {case} failed:\n{done.stderr.strip()}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -82,7 +83,7 @@ def cell(rule: str, case: str, args) -> dict:
 def main(argv=None):
     cpus = sorted(os.sched_getaffinity(0))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", default=None, choices=[c[0] for c in bench_train.CASES["cpu"]],
+    p.add_argument("--cases", nargs="+", default=None, choices=[c[0] for c in bench_train.cases()["cpu"]],
                    help="default: all CPU cases of bench_train.py")
     p.add_argument("--busy", nargs="+", type=int, default=None,
                    help=f"cores kept busy, one condition each (default: 0 1 {len(cpus)})")
@@ -97,9 +98,9 @@ def main(argv=None):
     busy = args.busy if args.busy is not None else sorted({0, 1, len(cpus)})
     if any(not 0 <= b <= len(cpus) for b in busy) or args.repeats < 1 or (args.steps is not None and args.steps < 1):
         p.error(f"--busy takes 0..{len(cpus)} cores; --repeats and --steps at least 1")
-    cases = [c[0] for c in bench_train.CASES["cpu"] if args.cases is None or c[0] in args.cases]
+    cases = [c[0] for c in bench_train.cases()["cpu"] if args.cases is None or c[0] in args.cases]
     rules = ["default", "auto"] + [str(n) for n in range(1, len(cpus) + 1)]
-    print(f"# python bench/bench_threads.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"# python -m bench.bench_threads {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"# {len(cpus)} CPUs in this process's affinity, {threads.physical_cores(cpus)} cores; torch "
           f"{torch.__version__}, its default {torch.get_num_threads()} threads here; {args.dtype}; "
           f"{args.repeats} process(es) per cell")

@@ -2,8 +2,8 @@
 step time spent making batches and evaluating, and peak memory, on the CPU or a CUDA GPU.
 
 Run from the repository root:
-  python bench/bench_train.py                      # CPU: float32 and bf16 autocast, compile off
-  python bench/bench_train.py --device cuda        # GPU: bf16 autocast, compile on, fused AdamW
+  python -m bench.bench_train                      # CPU: float32 and bf16 autocast, compile off
+  python -m bench.bench_train --device cuda        # GPU: bf16 autocast, compile on, fused AdamW
 
 A timed update is what the training loop does: grad_acc_steps micro-batches drawn with
 PRNGDataset.batch (on the GPU when training there), forward and backward under autocast, clip the
@@ -21,20 +21,25 @@ Eval share: one evaluation of the case's test set over (eval_interval updates + 
 the README example's --eval_interval 2000.
 """
 import argparse
+import functools
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import prng_train_lowmem  # noqa: E402
+from bench import QUICKSTART_ARGS, ROOT  # noqa: E402
 from utils.data import Combo, EpochOrder, PRNGDataset, eval_shards  # noqa: E402
 from utils.distributed import DistInfo  # noqa: E402
 from utils.evaluation import autocast, evaluate  # noqa: E402
 from utils.gpt2 import GPTConfig, build_model, count_parameters  # noqa: E402
 from utils.params import split_ac  # noqa: E402
+from utils.settings import derive_single, quiet  # noqa: E402
 from utils.tokens import context_len  # noqa: E402
 
 PEAK_SIZE, PEAK_REPEATS = 2048, 7
@@ -45,18 +50,34 @@ DENSE_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
                      ("GH200", 989.4), ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("A10G", 70.0),
                      ("L4", 121.0)]
 
-# name: (combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c)
-SHAPES = {
-    # Mirrors the README quickstart; update it with the quickstart.
-    "quickstart": (Combo("LCG"), 256, 256, 2, 4, 64, 129, 12, 16),
-    # The README example's model, sequence shape and test set.
-    "README shape": (Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 128, 64),
-}
-# Per device: (shape, batch per update, micro-batch, warm-up updates, timed updates)
-CASES = {
-    "cpu": [("quickstart", 32, 32, 2, 16), ("README shape", 8, 8, 1, 2)],
-    "cuda": [("quickstart", 32, 32, 20, 100), ("README shape", 512, 128, 3, 10)],
-}
+
+@functools.cache
+def quickstart_case(path: str = os.path.join(ROOT, QUICKSTART_ARGS)) -> tuple[tuple, int, int]:
+    """The quickstart's shapes() entry, batch per update and micro-batch, read from its flags file as
+    prng_train_lowmem.py reads it."""
+    cfg = prng_train_lowmem.build_parser().parse_args(["@" + path])
+    derive_single(cfg, log=quiet)
+    if len(cfg.combos) != 1:
+        raise ValueError(f"{path}: the benchmark's quickstart case has one generator, not {len(cfg.combos)}")
+    shape = (cfg.combos[0], cfg.m, cfg.base, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.seq_len, cfg.n_test_a,
+             cfg.n_test_c)
+    return shape, cfg.batch_size * cfg.grad_acc_steps, cfg.batch_size
+
+
+# The README example's model, sequence shape and test set.
+README_SHAPE = (Combo("XSLRR", 3, 9), 2**18, 512, 4, 8, 1024, 513, 128, 64)
+
+
+def shapes() -> dict:
+    """name -> (combo, m, base/vocab, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c)."""
+    return {"quickstart": quickstart_case()[0], "README shape": README_SHAPE}
+
+
+def cases() -> dict:
+    """Per device: (shape, batch per update, micro-batch, warm-up updates, timed updates)."""
+    _, batch, micro = quickstart_case()
+    return {"cpu": [("quickstart", batch, micro, 2, 16), ("README shape", 8, 8, 1, 2)],
+            "cuda": [("quickstart", batch, micro, 20, 100), ("README shape", 512, 128, 3, 10)]}
 
 
 def gpu_peak(name: str, override: float | None) -> tuple[float, str]:
@@ -86,7 +107,7 @@ def sync(device):
 
 
 def measure(name, device, dtype, use_compile, batch, micro, warmup, steps, eval_batches=None, compile_mode=None):
-    combo, m, base, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c = SHAPES[name]
+    combo, m, base, n_layer, n_head, n_embd, seq_len, n_test_a, n_test_c = shapes()[name]
     split = split_ac(m, 32, 32, n_test_a, n_test_c, np.random.default_rng(1))  # 1024 training pairs
     ds = PRNGDataset(m, [combo], split.train_a, split.train_c, 1, seq_len, base, 1, data_seed=1)
     test_ds = PRNGDataset(m, [combo], split.test_a, split.test_c, 1, seq_len, base, 1, data_seed=1)
@@ -161,7 +182,7 @@ def main(argv=None):
                    help="default: both on the CPU, bfloat16 on CUDA")
     p.add_argument("--compile", nargs="+", default=None, choices=["on", "off"],
                    help="default: off on the CPU, on on CUDA")
-    p.add_argument("--cases", nargs="+", default=None, choices=list(SHAPES), help="default: all")
+    p.add_argument("--cases", nargs="+", default=None, choices=list(shapes()), help="default: all")
     p.add_argument("--peak_tflops", type=float, default=None, help="dense bf16 peak of an unlisted GPU")
     p.add_argument("--compile_mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
                                                             "max-autotune-no-cudagraphs"],
@@ -173,11 +194,11 @@ def main(argv=None):
     dtypes = [getattr(torch, d) for d in (args.dtype or (["float32", "bfloat16"] if device.type == "cpu"
                                                          else ["bfloat16"]))]
     compiles = [c == "on" for c in (args.compile or (["off"] if device.type == "cpu" else ["on"]))]
-    cases = [c for c in CASES[device.type] if args.cases is None or c[0] in args.cases]
+    selected = [c for c in cases()[device.type] if args.cases is None or c[0] in args.cases]
     if args.micro:
-        cases = [(n, b, args.micro if n == "README shape" else mi, w, s) for n, b, mi, w, s in cases]
+        selected = [(n, b, args.micro if n == "README shape" else mi, w, s) for n, b, mi, w, s in selected]
     torch.set_grad_enabled(True)
-    print(f"# python bench/bench_train.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"# python -m bench.bench_train {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name(device)
         peak, peak_text = gpu_peak(gpu, args.peak_tflops)
@@ -190,7 +211,7 @@ def main(argv=None):
     print("# FLOPs/update = (6 * n_params + 12 * n_layer * n_embd * T) * batch * T; "
           f"eval share with --eval_interval {EVAL_INTERVAL}")
     rows = []
-    for name, batch, micro, warmup, steps in cases:
+    for name, batch, micro, warmup, steps in selected:
         for dtype in dtypes:
             for use_compile in compiles:
                 rows.append(measure(name, device, dtype, use_compile, batch, micro, warmup, steps,

@@ -9,7 +9,7 @@ exits 0, and compares the eval table / CSV (bytes) and the final model (tensors)
 reference run of the same command. A stop signal must end the first start with status 75 (or 0 when
 the run had finished first); SIGKILL with -9.
 
-    python bench/faults.py --trials 20 --seed 1
+    python -m bench.faults --trials 20 --seed 1
 """
 from __future__ import annotations
 
@@ -23,9 +23,13 @@ import tempfile
 import time
 from collections import Counter
 
-import torch
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from bench import ROOT  # noqa: E402
+
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
         "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32",
         "--save_checkpoints", "--save_params"]
@@ -49,7 +53,7 @@ def env() -> dict:
 
 
 def start(script: str, folder: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, script, *SCRIPTS[script], "--results_dir", folder, *extra], cwd=REPO,
+    return subprocess.Popen([sys.executable, script, *SCRIPTS[script], "--results_dir", folder, *extra], cwd=ROOT,
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -7,10 +7,10 @@
 # 1. the CUDA tests (pytest -m cuda tests/test_cuda.py): both scripts on cuda with bf16 autocast,
 #    compile on and off and fused AdamW; GPU data = CPU data for all seven generators; bf16 + compile
 #    learns as well as float32; checkpoint -> resume on the GPU; GPU <-> CPU checkpoints; NCCL;
-# 2. the CUDA benchmark (bench/bench_train.py --device cuda): tokens/s, MFU against the GPU's dense
+# 2. the CUDA benchmark (python -m bench.bench_train --device cuda): tokens/s, MFU against the GPU's dense
 #    bf16 peak, peak memory, data and eval shares, for the README shape (512 x 513) and the quickstart;
-# 3. both scripts end to end: the README quickstart on cuda (wall time, final accuracy) and a short
-#    curriculum run on cuda.
+# 3. both scripts end to end: the quickstart (configs/quickstart.args, README command 1) on cuda (wall
+#    time, final accuracy) and a short curriculum run on cuda.
 # It ends with a short report; everything it printed is kept in the output folder. Run it from a
 # Python environment with requirements.txt installed (`source .venv/bin/activate`).
 set -u
@@ -42,11 +42,8 @@ EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
 step cuda_tests 360 "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider -s tests/test_cuda.py
-step bench_cuda 240 "$PY" bench/bench_train.py --device cuda
-step quickstart_cuda 120 "$PY" prng_train_lowmem.py --type LCG --m 256 --seq_len 129 --n_layer 2 --n_head 4 \
-  --n_embd 64 --batch_size 32 --lr_trgt 8e-3 --weight_decay 0.1 --num_steps 2600 --warm_steps 50 \
-  --eval_interval 200 --n_a 51 --n_c 111 --n_test_a 12 --n_test_c 16 --n_example 8 --save_correctness \
-  --device cuda --results_dir "$OUT/quickstart"
+step bench_cuda 240 "$PY" -m bench.bench_train --device cuda
+step quickstart_cuda 120 "$PY" prng_train_lowmem.py @configs/quickstart.args --device cuda --results_dir "$OUT/quickstart"
 step curriculum_cuda 90 "$PY" curriculum_lowmem.py --moduli 256,1024 --type LCG --seq_len 65 --n_layer 2 \
   --n_head 4 --n_embd 64 --batch_size 64 --n_a 32 --n_c 32 --n_test_a 8 --n_test_c 8 --eval_interval 100 \
   --custom_phases '[{"phase_steps": 300, "warmup_steps": 30, "transition_steps": 200, "end_weights": [0.3, 1.0]}, {"phase_steps": 200, "lr_decay": "cosine", "end_weights": [0.3, 1.0]}]' \

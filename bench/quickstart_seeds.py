@@ -7,11 +7,12 @@ the files the run writes, not from its printed lines: `eval_<base>.tab` of prng_
 `<base>.csv` of curriculum_lowmem.py (one `test_last_acc_m<m>` column per modulus; the largest modulus
 is reported unless --modulus names another).
 
-    python bench/quickstart_seeds.py --seeds 1-5 --data_seeds 1,2 --jobs 2 --results_dir /tmp/qs_bench
-    python bench/quickstart_seeds.py --seeds 1,2 -- python prng_train_lowmem.py --m 256 ...
+    python -m bench.quickstart_seeds --seeds 1-5 --data_seeds 1,2 --jobs 2 --results_dir results/qs_bench
+    python -m bench.quickstart_seeds --seeds 1,2 -- python prng_train_lowmem.py @configs/quickstart.args --n_embd 96
 
-Without a command after `--`, the README's command 1 (the quickstart) is run. Flags --main_seed,
---data_seed and --results_dir are appended to the command, so they override what it says.
+Without a command after `--`, the quickstart (README, command 1: `python prng_train_lowmem.py
+@configs/quickstart.args`) is run. Flags --main_seed, --data_seed and --results_dir are appended to the
+command, so they override what it says.
 The table: seed, data_seed, final test last-number accuracy, the first evaluated update at which it
 reached --threshold (0.9), updates, wall time and seconds per update (wall time / updates, so it
 includes start-up and evaluations). --log appends the same rows, tab-separated, to a file.
@@ -29,33 +30,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
+from bench import QUICKSTART, ROOT  # noqa: E402
 from utils.int_list import parse_int_list  # noqa: E402
-
-TRAIN_SCRIPTS = ("prng_train_lowmem.py", "curriculum_lowmem.py")
-
-
-def readme_command(readme: str = os.path.join(ROOT, "README.md")) -> list[str]:
-    """The training part of the README's command 1: the first fenced bash block after the
-    '**1. ' set-up line, from `python <script>` on (an install step before it, joined with &&, is
-    dropped). Raises ValueError if it is not there."""
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-    start = text.find("**1. ")
-    if start < 0:
-        raise ValueError("README.md has no '**1. ' set-up step")
-    block = re.search(r"```(?:bash|sh)?\n(.*?)```", text[start:], re.S)
-    if block is None:
-        raise ValueError("no code block after the README's '**1. ' step")
-    command = block.group(1).replace("\\\n", " ")
-    for part in command.split("&&"):
-        words = shlex.split(part)
-        for i, word in enumerate(words):
-            if os.path.basename(word) in TRAIN_SCRIPTS and i > 0 and os.path.basename(words[i - 1]).startswith("python"):
-                return words[i - 1:]
-    raise ValueError(f"no `python {' or '.join(TRAIN_SCRIPTS)}` in the README's command 1: {command.strip()}")
 
 
 def read_curve(results_dir: str, modulus: int | None = None) -> list[tuple[int, float]]:
@@ -80,7 +59,8 @@ def read_curve(results_dir: str, modulus: int | None = None) -> list[tuple[int, 
 
 
 def num_updates(command: list[str]) -> int | None:
-    """The last --num_steps of the command (curriculum YAML runs: None, the CSV's last step is used)."""
+    """The last --num_steps written in the command (None when a YAML or an @file gives it: the last evaluated
+    step is used)."""
     value = None
     for i, word in enumerate(command):
         if word == "--num_steps" and i + 1 < len(command):
@@ -120,11 +100,12 @@ def main(argv=None) -> int:
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument("--log", default=None, help="append the rows (tab-separated) to this file")
     p.add_argument("--label", default="", help="a name for this command in --log")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- python <script> <flags> (default: README command 1)")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="-- python <script> <flags> (default: the quickstart, python " + " ".join(QUICKSTART) + ")")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        command = readme_command()
+        command = ["python", *QUICKSTART]
     if os.path.basename(command[0]).startswith("python") and not os.path.isfile(os.path.join(ROOT, command[0])):
         command = [sys.executable] + command[1:]  # `python` or a .venv not made here: this interpreter
     try:  # utils/int_list.py's grammar, with ranges: '1-5', '1,3,7', '1-3,9'

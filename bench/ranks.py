@@ -7,7 +7,7 @@ MASTER_PORT; one process per rank), in a fresh folder, alternating the two scrip
 one stop signal, drawn from SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR1, sent to both ranks (as srun
 forwards it) a random delay after rank 0 printed its first evaluation.
 
-    OMP_NUM_THREADS=1 python bench/ranks.py --runs 20 --seed 1
+    OMP_NUM_THREADS=1 python -m bench.ranks --runs 20 --seed 1
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ import tempfile
 import time
 from collections import Counter
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not __package__:  # run as a file: bench/, not the repository root, is on sys.path (bench/__init__.py)
+    sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
+
+from bench import ROOT as REPO  # noqa: E402
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
         "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32", "--save_params",
         "--save_correctness"]

@@ -16,6 +16,8 @@ import os
 import pytest
 import torch
 
+from tests.helpers import FINISHED_ARGS, run_process
+
 CUDA_ONLY = "cuda"
 
 
@@ -25,7 +27,6 @@ def cuda_selected(config) -> bool:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", f"{CUDA_ONLY}: needs a CUDA GPU; run with `pytest -m cuda` (bench/gpu_check.sh)")
     if not cuda_selected(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch about CUDA
     os.environ["PCG_CPU_AUTO_DTYPE"] = "float32"
@@ -53,3 +54,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """(results folder, the process's result, the folder's listing when it ended) of one tiny single-modulus
+    run with every output file (tests/helpers.py, FINISHED_ARGS), run as a user runs it. The tests that only
+    read a finished run's files share it; none writes into its folder."""
+    folder = tmp_path_factory.mktemp("finished_run")
+    result = run_process("prng_train_lowmem.py", *FINISHED_ARGS, "--results_dir", folder)
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return folder, result, set(os.listdir(folder))

@@ -2,7 +2,7 @@
 docstrings in utils/prng.py; tokens: base-b digits, least significant first).
 
 Python ints only and one sequence at a time: slow, but obviously the formulas. The tests compare the
-vectorized code against it, and bench/bench_data.py uses it as the "per-sequence loop" baseline.
+vectorized code against it, and bench.bench_data uses it as the "per-sequence loop" baseline.
 """
 from __future__ import annotations
 

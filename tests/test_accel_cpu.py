@@ -5,9 +5,11 @@ loading into uncompiled models. The CUDA-only checks are in tests/test_cuda.py."
 
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pandas as pd
@@ -213,23 +215,38 @@ def model_file(folder) -> dict:
     return state.get("model_state_dict", state)
 
 
-def test_torch_compile_on_the_cpu_has_its_cpp_compiler_and_python_headers():
-    # What inductor's CPU backend builds its kernels with; missing, every compiled test below fails with
-    # a long build log instead of this line.
-    import shutil
-    import sysconfig
+def compile_toolchain_missing() -> str | None:
+    """What inductor's CPU backend lacks to build its kernels (the C++ compiler, Python's headers), or None."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
         compiler = get_cpp_compiler()
     except Exception:  # private API: its default otherwise
         compiler = "g++"
-    assert shutil.which(compiler), f"torch.compile on a CPU needs the C++ compiler {compiler} (Debian package g++)"
+    if not shutil.which(compiler):
+        return f"torch.compile on a CPU needs the C++ compiler {compiler} (Debian package g++)"
     header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
-    assert os.path.isfile(header), f"torch.compile on a CPU needs the Python headers, {header} (Debian: python3-dev)"
+    if not os.path.isfile(header):
+        return f"torch.compile on a CPU needs the Python headers, {header} (Debian: python3-dev)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def compile_toolchain():
+    """Fails, naming what is missing, where torch.compile cannot build kernels: the full suite needs it (the
+    compiled tests are slow, so `pytest -m "not slow"` leaves them out and needs no compiler)."""
+    missing = compile_toolchain_missing()
+    if missing:
+        pytest.fail(missing)
+
+
+@pytest.mark.slow  # needs g++ and Python's headers
+def test_torch_compile_on_the_cpu_has_its_cpp_compiler_and_python_headers():
+    # Missing, every compiled test below would fail with a long build log instead of this line.
+    assert compile_toolchain_missing() is None, compile_toolchain_missing()
 
 
 @pytest.fixture(scope="module", params=sorted(SCRIPTS))
-def compiled_run(request, tmp_path_factory):
+def compiled_run(request, tmp_path_factory, compile_toolchain):
     """(script, flags, folder) of one uninterrupted 20-update run, compiled, bf16, checkpoints at 0/10/20."""
     script, flags = SCRIPTS[request.param]
     folder = tmp_path_factory.mktemp(f"{request.param}_compiled")
@@ -238,6 +255,7 @@ def compiled_run(request, tmp_path_factory):
     return script, flags, folder
 
 
+@pytest.mark.slow  # torch.compile: needs g++, compiles for tens of seconds
 def test_compiled_bf16_run_resumed_at_half_way_gives_the_same_tables(compiled_run, tmp_path):
     script, flags, reference = compiled_run
     mid = checkpoint_at(reference, 10)
@@ -253,6 +271,7 @@ def test_compiled_bf16_run_resumed_at_half_way_gives_the_same_tables(compiled_ru
         assert torch.equal(model_file(tmp_path)[key], value), key
 
 
+@pytest.mark.slow  # torch.compile: needs g++, compiles for tens of seconds
 def test_a_compiled_runs_checkpoint_loads_into_an_uncompiled_model(compiled_run, tmp_path):
     script, flags, reference = compiled_run
     mid = checkpoint_at(reference, 10)
@@ -280,7 +299,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_gloo_ranks_with_compile_match_one_eager_rank(tmp_path):
+@pytest.mark.slow  # torch.compile in two torchrun processes: needs g++
+def test_torchrun_two_gloo_ranks_with_compile_match_one_eager_rank(tmp_path, compile_toolchain):
     two, one_ = tmp_path / "two", tmp_path / "one"
     flags = [*PRNG, "--num_steps", "10", "--batch_size", "2", "--checkpoint_interval", "100"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),

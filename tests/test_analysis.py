@@ -1,13 +1,17 @@
-"""analyze.py and utils/analysis: tiny models trained here in seconds, every subcommand run as a user
-runs it, and the baselines against the algebra and a plain-Python enumeration."""
+"""analyze.py and utils/analysis: tiny models trained here in seconds, every subcommand run from its
+command line, and the baselines against the algebra and a plain-Python enumeration.
+
+The scripts run in this process through their `main(argv)` (a process costs seconds of imports on these
+machines); analyze.py's bad input as a user sees it (a process) is in tests/test_inputs.py."""
 import argparse
+import contextlib
 import glob
+import io
 import itertools
 import math
 import os
 import re
 import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
@@ -18,20 +22,26 @@ import torch
 import analyze as analyze_cli
 import curriculum_lowmem
 import prng_train_lowmem
-from tests.helpers import clean_env, read_eval
+from tests.helpers import TINY as TINY_SIZES, read_eval
 from utils import prng, settings
 from utils.analysis import baselines, loading, positions
 from utils.gpt2 import GPTConfig, build_model, strip_compile_prefix
 from utils.params import multiplier_count, multiplier_step, split_ac
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
-        "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--num_steps", "5", "--eval_interval", "5"]
+TINY = [*TINY_SIZES, "--num_steps", "5", "--eval_interval", "5"]
+MAINS = {"prng_train_lowmem.py": prng_train_lowmem.main, "curriculum_lowmem.py": curriculum_lowmem.main,
+         "analyze.py": analyze_cli.main}
 
 
 def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                            env=clean_env(), timeout=600)
+    """The script's main on this command line, in this process; its exit status and output as a process's."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = MAINS[script]([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code
+    result = subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
@@ -65,12 +75,9 @@ def one(folder, pattern):
 
 
 @pytest.fixture(scope="module")
-def lcg_run(tmp_path_factory):
-    """LCG m=256, RoPE, params + checkpoints + correctness."""
-    d = tmp_path_factory.mktemp("lcg")
-    run("prng_train_lowmem.py", "--type", "LCG", "--m", 256, *TINY, "--save_params", "--save_checkpoints",
-        "--save_correctness", "--results_dir", d)
-    return d
+def lcg_run(finished_run):
+    """LCG m=256, RoPE, params + checkpoints (steps 0, 3, 6, 7) + correctness: the suite's shared finished run."""
+    return finished_run[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,7 +166,7 @@ def curves(folder):
 
 
 def test_eval_regenerates_the_runs_test_set(lcg_run, tmp_path):
-    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    ckpt = one(lcg_run, "checkpoint_*_step7.pt")
     result = analyze("eval", ckpt, "--device", "cpu", "--baselines", "lcg,family", "--out", tmp_path / "a")
     assert "context needed" in result.stdout
     df = curves(tmp_path / "a")
@@ -188,12 +195,12 @@ def test_eval_regenerates_the_runs_test_set(lcg_run, tmp_path):
 
 
 def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path, capsys):
-    ckpt_path = one(lcg_run, "checkpoint_*_step5.pt")
+    ckpt_path = one(lcg_run, "checkpoint_*_step7.pt")
     params = one(lcg_run, "params_*.pth")
     ckpt = torch.load(ckpt_path, weights_only=True)
     # The original's layout: compiled-model keys and a pickled argparse Namespace.
     original = {"model_state_dict": {f"_orig_mod.{k}": v for k, v in ckpt["model_state_dict"].items()},
-                "config": argparse.Namespace(**ckpt["config"]), "step": 5}
+                "config": argparse.Namespace(**ckpt["config"]), "step": 7}
     torch.save(original, tmp_path / "original.pt")
     analyze("eval", ckpt_path, "--no_rollout", "--out", tmp_path / "ours")
     analyze("eval", tmp_path / "original.pt", "--no_rollout", "--out", tmp_path / "orig")
@@ -208,7 +215,7 @@ def test_eval_reads_params_files_and_the_originals_files(lcg_run, tmp_path, caps
 
 
 def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path, capsys):
-    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    ckpt = one(lcg_run, "checkpoint_*_step7.pt")
     analyze("eval", ckpt, "--m", "128,256", "--a", "5,9,13", "--c", "3,7", "--n_example", 2, "--rollout_from", 4,
             "--out", tmp_path / "u")
     df = curves(tmp_path / "u")
@@ -217,8 +224,7 @@ def test_eval_on_fresh_and_unseen_settings(lcg_run, tmp_path, capsys):
     assert roll.start.tolist() == [4, 4] and roll.generated.tolist() == [5, 5]
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--m", 512, "--out", tmp_path / "x"), "vocab")
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--baselines", "magic", "--out", tmp_path / "x"), "magic")
-    # As a user sees it: the process's status and stderr.
-    assert_bad_input(analyze("eval", tmp_path / "missing.pt", "--out", tmp_path / "x", check=False), "not found")
+    assert_bad_input(bad_input(capsys, "eval", tmp_path / "missing.pt", "--out", tmp_path / "x"), "not found")
     assert_bad_input(bad_input(capsys, "eval", ckpt, "--tau", "2", "--out", tmp_path / "x"), "--tau")
     assert not (tmp_path / "x").exists()
 
@@ -318,7 +324,7 @@ def test_a_file_without_config_gets_the_training_scripts_test_set_from_the_same_
 def test_curves_reads_the_training_positions_file_and_one_in_its_format(lcg_run, tmp_path, capsys):
     analyze("curves", one(lcg_run, "positions_*.npz"), "--out", tmp_path / "train")
     table = pd.read_csv(tmp_path / "train" / "context_needed_over_training.csv")
-    assert table.step.tolist() == [0, 5] and set(table.key) == {"test"}
+    assert table.step.tolist() == [0, 3, 6, 7] and set(table.key) == {"test"}
     # A file written here: at step 0 never >= 0.99, at step 10 from position 5, at step 20 from position 3.
     acc = np.array([[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
                     [0.0, 1.0, 0.5, 0.9, 1.0, 1.0],
@@ -411,7 +417,7 @@ def test_layers_end_to_end(two_generator_run, lcg_run, tmp_path, capsys):
     np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.triu(maps, 1) == 0)  # causal
     assert os.path.getsize(tmp_path / "layer_probe.png") > 1000 and os.path.getsize(tmp_path / "attention_0.png") > 1000
-    assert_bad_input(bad_input(capsys, "layers", one(lcg_run, "checkpoint_*_step5.pt"), "--out", tmp_path / "x"),
+    assert_bad_input(bad_input(capsys, "layers", one(lcg_run, "checkpoint_*_step7.pt"), "--out", tmp_path / "x"),
                      "several")
 
 
@@ -454,7 +460,7 @@ def test_scaling_fits_the_exponent(lcg_run, tmp_path, capsys):
 def test_eval_reads_a_curriculum_model_file(tmp_path):
     d = tmp_path / "cur"
     run("curriculum_lowmem.py", "--moduli", "256,64", "--custom_phases", '[{"phase_steps": 4, "end_weights": [1, 1]}]',
-        *TINY[:18], "--eval_interval", 2, "--save_params", "--results_dir", d)
+        *TINY_SIZES, "--eval_interval", 2, "--save_params", "--results_dir", d)
     model_file = one(d, "multi_curriculum_model_lazy_*.pt")
     loaded = loading.load_model(model_file, {}, torch.device("cpu"))
     assert loaded.settings.moduli == [64, 256] and loaded.settings.curriculum and loaded.settings.n_head == 2

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 import curriculum_lowmem
 import prng_train_lowmem
+from bench import QUICKSTART_ARGS, ROOT
 from tests.helpers import clean_env
 from tests.test_accel_cpu import CURRICULUM, PRNG, checkpoint_at, free_port, load, model_file, tables
 from utils import distributed
@@ -152,12 +153,9 @@ def test_cpu_checkpoint_resumes_on_the_gpu_with_the_fused_optimizer(name, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. bf16 + compile learns as well as float32 (LCG m = 256, the README quickstart shortened).
+# 3. bf16 + compile learns as well as float32 (LCG m = 256, the quickstart shortened).
 
-LEARN = ["--type", "LCG", "--m", "256", "--seq_len", "129", "--n_layer", "2", "--n_head", "4", "--n_embd", "64",
-         "--batch_size", "32", "--lr_trgt", "8e-3", "--weight_decay", "0.1", "--num_steps", "1600", "--warm_steps",
-         "50", "--eval_interval", "400", "--n_a", "51", "--n_c", "111", "--n_test_a", "12", "--n_test_c", "16",
-         "--n_example", "8", "--device", "cuda"]
+LEARN = ["@" + os.path.join(ROOT, QUICKSTART_ARGS), "--num_steps", "1600", "--eval_interval", "400", "--device", "cuda"]
 
 
 def test_bf16_compiled_training_reaches_float32_accuracy(tmp_path):
@@ -172,9 +170,9 @@ def test_bf16_compiled_training_reaches_float32_accuracy(tmp_path):
     for label, row in final.items():
         print(f"LCG m=256, 1600 updates, {label}: test acc {row.test_acc:.3f}, last-number acc "
               f"{row.test_last_acc:.3f}, {seconds[label]:.0f} s")
-    # Both learn (chance is 1/256 per token). This config's last-number accuracy moves a lot with any
-    # perturbation (README: 1.00 with main_seed 1, 0.36 with main_seed 2 at 2600 updates), and bf16
-    # rounding is one, so the runs are compared on token accuracy, within 0.1.
+    # Both learn (chance is 1/256 per token). The quickstart's last-number accuracy moves a lot with any
+    # perturbation (README: the update at which it first reaches 0.9 differs by a thousand or more between
+    # seeds), and bf16 rounding is one, so the runs are compared on token accuracy, within 0.1.
     assert min(row.test_acc for row in final.values()) > 0.5
     assert abs(final["bf16+compile"].test_acc - final["float32"].test_acc) < 0.1
 

@@ -2,9 +2,9 @@
 
 Configuration is checked through the script's own `load_config`/`setup_config` and the run's splits
 (utils/settings.py `ac_splits`), which build nothing heavy. Runs are in-process
-(`curriculum_lowmem.main([...])`) with tiny models; one subprocess checks what a user sees when a config
-is bad. The README YAML runs once with its own 5000-update phases (sizes shrunk on the command line) and
-is the loop-level LR check.
+(`curriculum_lowmem.main([...])`) with tiny models; what a user sees when a config is bad (a process) is
+in tests/test_inputs.py, with the other command-line bad input. The README YAML runs once with its own
+5000-update phases (sizes shrunk on the command line) and is the loop-level LR check.
 """
 
 import argparse
@@ -13,8 +13,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -377,18 +375,8 @@ def test_no_yaml_mode_needs_custom_phases(capsys):
     assert_one_line_error(capsys, stop.value.code, "--custom_phases")
 
 
-def test_bad_config_from_the_command_line(tmp_path):
-    # What a user sees: the exit status and stderr of the process, one line, no traceback, no files.
-    config = tiny_yaml(curriculum={"phases": [{"phase_steps": 4, "transition": "sigmoid", "end_weights": [1, 1]}]})
-    out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "curriculum_lowmem.py", "--config", write_yaml(tmp_path / "c.yaml", config),
-                             "--results_dir", str(out)], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "sigmoid" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and "step" not in result.stdout
-    assert not out.exists()
+# What a user sees (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -869,6 +857,7 @@ README_BASE = ("XSLRR_premNone_moduli65536_262144_transexp_cp1s4000u500t4000dcon
                "_p2s1000u0t0dcosa0.0,1.0-0.0,1.0_n32_h2_d1_na4_nc4_ne1_vs1024_sl9_cb3_T5000_B8_lr0.0005_wd0.1_dI2_I1")
 
 
+@pytest.mark.slow  # the README YAML's 5000 updates
 def test_readme_yaml_runs_and_the_loop_applies_its_lr(tmp_path, applied_lrs):
     out = tmp_path / "readme"
     assert run_main("--config", README_YAML, *TINY, "--results_dir", out) == 0

@@ -141,7 +141,7 @@ def test_resume_may_change_batch_size_and_world_size_together():
 
 def test_the_ranks_meet_before_the_group_is_torn_down(monkeypatch):
     # Rank 1 used to leave while rank 0 still wrote the final files: gloo then aborted it at exit
-    # (SIGABRT, status 134) in about 1 of 6 runs. bench/ranks.py counts the exit statuses of real runs.
+    # (SIGABRT, status 134) in about 1 of 6 runs. bench.ranks counts the exit statuses of real runs.
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
@@ -252,6 +252,7 @@ def ddp_single(tmp_path_factory):
     return out, stdout
 
 
+@pytest.mark.slow  # torchrun: three processes
 def test_torchrun_two_ranks_match_one_rank_with_twice_the_batch(ddp_single, tmp_path):
     out, stdout = ddp_single
     assert "world size 2" in stdout
@@ -284,6 +285,7 @@ output: {{results_dir: {results_dir}, save_params: true}}
     return path
 
 
+@pytest.mark.slow  # two processes
 def test_srun_two_ranks_match_one_rank_for_the_curriculum(tmp_path):
     two, one_ = tmp_path / "two", tmp_path / "one"
     procs = srun("curriculum_lowmem.py", ["--config", curriculum_yaml(tmp_path / "two.yaml", two, 4)])
@@ -307,6 +309,7 @@ def test_srun_two_ranks_match_one_rank_for_the_curriculum(tmp_path):
 #    srun-style launching (any launcher continues any other) and matches the uninterrupted run exactly;
 #    resumed on one rank with twice the batch it matches within float tolerance.
 
+@pytest.mark.slow  # torchrun and srun-style processes, stopped and resumed
 def test_sigterm_to_torchrun_checkpoints_and_resume_is_exact(ddp_single, tmp_path):
     out = tmp_path / "run"
     proc = torchrun("prng_train_lowmem.py", [*SINGLE, "--batch_size", "4", "--results_dir", out],

@@ -62,6 +62,7 @@ def fingerprint(folder) -> dict:
 PREEMPT = [*TINY, "--num_steps", "300", "--eval_interval", "10", "--warm_steps", "5", "--save_params"]
 
 
+@pytest.mark.slow  # a process stopped by a signal, then resumed
 def test_sigusr1_mid_run_checkpoints_exits_75_and_resume_is_exact(tmp_path, capsys):
     # Periodic checkpoints are off: the signal's checkpoint is written anyway.
     base = single_base(PREEMPT)
@@ -127,6 +128,7 @@ with atomic_write(sys.argv[1]) as tmp:
 """
 
 
+@pytest.mark.slow  # a process killed during a write
 def test_kill9_during_a_checkpoint_write_keeps_the_good_file(tmp_path):
     good = tmp_path / "checkpoint_RUN_step4.pt"
     save_checkpoint({"model_state_dict": {"w": torch.arange(5.0)}, "step": 4}, str(good))
@@ -403,15 +405,5 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(bad_inputs, capsys,
     assert fingerprint(bad_inputs["RESULTS"]) == before
 
 
-def test_bad_input_from_the_command_line(bad_inputs):
-    # What a user sees: the process's status and stderr (no usage block, no traceback).
-    runs = [subprocess.Popen([sys.executable, script, *resolve(args, bad_inputs), "--results_dir",
-                              bad_inputs["RESULTS"]], cwd=REPO, env=clean_env(), text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for script, args in [("prng_train_lowmem.py", [*GOOD, "--m", "abc"]),
-                                 ("curriculum_lowmem.py", ["--config", "OK", "--resume", "TRUNCATED"])]]
-    for proc, message in zip(runs, ["invalid int value", "unreadable or incomplete"]):
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 2, stderr
-        assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error: ") and message in stderr, stderr
-        assert "Traceback" not in stderr
+# What a user sees (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.

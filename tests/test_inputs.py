@@ -5,18 +5,19 @@
    model, leaves results_dir as it was, and finishes within a time limit (no hangs).
 2. Inputs the original accepted are accepted, with the original's meaning.
 
-Runs are in-process (`main(argv)`), so a case costs milliseconds; one subprocess per script checks
+Runs are in-process (`main(argv)`), so a case costs milliseconds; one command-line test runs each kind of
+bad input of the scripts and analyze.py (flags, rules, YAML, files, environment) as a process, checking
 what a user sees.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -29,9 +30,8 @@ from utils import config, settings
 from utils.curriculum_config import TOP_LEVEL, YAML_SCHEMA
 from utils.int_list import INT64_MAX, int_expr, parse_int_list
 from utils.gpt2 import GPTConfig, build_model
-from tests.helpers import clean_env
+from tests.helpers import REPO, clean_env, run_process
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE_SECONDS = 20  # validation builds nothing: a case that takes longer hangs
 MODEL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--n_a", "4", "--n_c", "4",
          "--n_test_a", "2", "--n_test_c", "2"]
@@ -280,19 +280,90 @@ def test_the_table_covers_both_scripts_and_the_yaml():
     assert len(BAD) >= 60 and {kinds.count(k) >= 15 for k in ("single", "curriculum", "yaml")} == {True}
 
 
-@pytest.mark.parametrize("script, args, fragment", [
-    ("prng_train_lowmem.py", [*SINGLE, "--main_seed", "-1"], "--main_seed"),
-    ("curriculum_lowmem.py", [*CURRICULUM, "--moduli", "64,9**9**9"], "--moduli"),
-])
-def test_bad_input_from_the_command_line(tmp_path, script, args, fragment):
-    # What a user sees: the status and stderr of the process, no traceback, no files.
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, script, *args, "--results_dir", str(out)], cwd=REPO, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr and not out.exists()
+# What a user sees, for each kind of bad input: the process's exit status 2, one line `error: ...` on stderr
+# naming the problem, no traceback, no training line, the output folder as it was (absent: not created).
+# case -> (script, arguments, environment, what the line must hold: a fragment, or the whole line when it
+# starts with "error: "). OUT is the output folder, absent; RUN_OUT one holding a finished run's files (the
+# results_dir check creates an absent one before --resume is read); OK_YAML a valid curriculum YAML;
+# TRUNCATED a finished run's checkpoint cut short; NO_WANDB a folder whose wandb module fails to import;
+# MISSING a file that does not exist.
+OMP_MANY = {"OMP_NUM_THREADS": "many"}
+OMP_ERROR = "error: OMP_NUM_THREADS='many' is not a thread count (a whole number >= 1); unset it to let the run choose"
+NO_WANDB = {"PYTHONPATH": "NO_WANDB", "WANDB_MODE": "offline"}
+WANDB_ERROR = "--use_wandb was given but the wandb package is not installed"
+CLI_BAD = {
+    "single_seed_out_of_bounds": ("prng_train_lowmem.py", [*SINGLE, "--main_seed", "-1", "--results_dir", "OUT"], {},
+                                  "--main_seed"),
+    "single_flag_not_an_int": ("prng_train_lowmem.py", [*SINGLE, "--m", "abc", "--results_dir", "OUT"], {},
+                               "argument --m: invalid int value"),
+    "single_pcg_rule": ("prng_train_lowmem.py", ["--type", "RS", "--m", "256", "--control_bits", "3", "--bits_to_keep",
+                                                 "8", *MODEL, "--batch_size", "4", "--results_dir", "OUT"], {},
+                        "RS: needs n >= k + cb + 2^cb - 1"),
+    "single_omp_num_threads": ("prng_train_lowmem.py", [*SINGLE, "--warm_steps", "0", "--results_dir", "OUT"],
+                               OMP_MANY, OMP_ERROR),
+    "single_wandb_missing": ("prng_train_lowmem.py", [*SINGLE, "--warm_steps", "0", "--use_wandb", "--wandb_offline",
+                                                      "--results_dir", "OUT"], NO_WANDB, WANDB_ERROR),
+    "curriculum_moduli_overflow": ("curriculum_lowmem.py", [*CURRICULUM, "--moduli", "64,9**9**9", "--results_dir",
+                                                            "OUT"], {}, "--moduli"),
+    "curriculum_yaml_transition": ("curriculum_lowmem.py", ["--config", "SIGMOID_YAML", "--results_dir", "OUT"], {},
+                                   "sigmoid"),
+    "curriculum_resume_truncated": ("curriculum_lowmem.py", ["--config", "OK_YAML", "--resume", "TRUNCATED",
+                                                             "--results_dir", "RUN_OUT"], {},
+                                    "unreadable or incomplete"),
+    "curriculum_wandb_missing": ("curriculum_lowmem.py", [*CURRICULUM, "--use_wandb", "--wandb_offline",
+                                                          "--results_dir", "OUT"], NO_WANDB, WANDB_ERROR),
+    "analyze_omp_num_threads": ("analyze.py", ["eval", "model.pth", "--out", "OUT"], OMP_MANY, OMP_ERROR),
+    "analyze_model_missing": ("analyze.py", ["eval", "MISSING", "--out", "OUT"], {}, "not found"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory, finished_run):
+    """case -> (the process's result, its output folder's (existence, fingerprint) before and after): every
+    case of CLI_BAD, run as a process, as many at once as this process has CPUs (each spends seconds importing)."""
+    root = tmp_path_factory.mktemp("cli_bad")
+    checkpoint = next(p for p in finished_run[0].iterdir() if p.name.startswith("checkpoint_"))
+    (root / "truncated.pt").write_bytes(checkpoint.read_bytes()[:1000])
+    (root / "no_wandb").mkdir()
+    (root / "no_wandb" / "wandb.py").write_text('raise ImportError("the test hides the wandb package")\n')
+    sigmoid = yaml_with("curriculum", phases=[{"phase_steps": 4, "transition": "sigmoid", "end_weights": [1, 1]}])
+    for name, config in (("ok.yaml", YAML_OK), ("sigmoid.yaml", sigmoid)):
+        (root / name).write_text(yaml.safe_dump(config))
+    names = {"OK_YAML": root / "ok.yaml", "SIGMOID_YAML": root / "sigmoid.yaml", "TRUNCATED": root / "truncated.pt",
+             "NO_WANDB": root / "no_wandb", "MISSING": root / "missing.pt"}
+
+    def run(case):
+        script, args, env, _ = CLI_BAD[case]
+        out = root / case / "out"
+        (root / case).mkdir()
+        if "RUN_OUT" in args:
+            shutil.copytree(finished_run[0], out)
+        before = out.exists(), fingerprint(out)
+        env = {key: str(names.get(value, value)) for key, value in env.items()}
+        if "WANDB_MODE" in env:  # every W&B folder inside the case's own
+            env.update({name: str(root / case / name.lower()) for name in ("WANDB_DIR", "WANDB_CONFIG_DIR",
+                                                                            "WANDB_CACHE_DIR", "WANDB_DATA_DIR")})
+        argv = [str(out) if a in ("OUT", "RUN_OUT") else str(names.get(a, a)) for a in args]
+        result = run_process(script, *argv, env=clean_env(**env), timeout=300)
+        return result, before, (out.exists(), fingerprint(out))
+
+    with concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        return dict(zip(CLI_BAD, pool.map(run, CLI_BAD)))
+
+
+@pytest.mark.slow  # eleven processes
+@pytest.mark.parametrize("case", list(CLI_BAD))
+def test_bad_input_from_the_command_line(cli_results, case):
+    result, before, after = cli_results[case]
+    expected, env = CLI_BAD[case][3], CLI_BAD[case][2]
+    assert result.returncode == 2, result.stderr
+    # The OpenMP runtime has its own say when torch loads it ("libgomp: Invalid value ..."); ours is the error.
+    lines = [line for line in result.stderr.splitlines()
+             if line and not ("OMP_NUM_THREADS" in env and line.startswith("libgomp:"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert lines[0] == expected or not expected.startswith("error: ")
+    assert "Traceback" not in result.stderr and "step" not in result.stdout
+    assert after == before
 
 
 # --------------------------------------------------------------------------------------------------

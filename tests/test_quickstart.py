@@ -1,30 +1,41 @@
-"""The README's command 1 (the quickstart) stays runnable: its training command is taken from the
-README's code block, parsed and validated by the script's own parser, and its first updates run
-(with --num_steps overridden, a temporary results directory, nothing timed)."""
+"""The quickstart has one home, configs/quickstart.args, read by prng_train_lowmem.py as `@FILE`: the
+README's command 1, bench/quickstart_seeds.py, bench/bench_train.py's quickstart case, bench/gpu_check.sh
+and the CUDA tests all run it, and no other file carries a copy of its flags. The file parses and
+validates with the script's own parser, its first updates run (nothing timed), and the README's
+description of the recipe quotes its values.
+
+docs/quickstart_search.tsv is not a consumer: it logs the commands that were run during the search."""
 import glob
-import importlib.util
 import os
+import re
+import shlex
+import subprocess
 
 import pandas as pd
 import pytest
 
-import curriculum_lowmem
 import prng_train_lowmem
+from bench import QUICKSTART, QUICKSTART_ARGS, bench_train, quickstart_seeds
+from tests import test_cuda
+from tests.helpers import REPO, repo_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
+# A run of flags holding more than half of the quickstart's 21 (flag, value) pairs is a copy of it. Other
+# commands share fewer: configs/reproduce's one-bit TLCG and combined-PCG runs share 8 (depth, heads, width,
+# batch, beta2, updates, evaluation interval, dtype); the stale copies this check was written for held 12
+# (bench/gpu_check.sh, tests/test_cuda.py) and 20 (the README).
+COPY_PAIRS = 11
+# A flag with its value: `--flag value`, `--flag=value`, Python's `"--flag", "value"`; or alone (a value
+# does not start with '-').
+FLAG_VALUE = re.compile(r"""--(\w+)(?:["']?(?:\s*,\s*["']?|\s+["']?|=)(?!-)([^\s"',\\\])`|]+))?""")
+NEAR = 40  # characters between two flags of one command (a line continuation and its indent)
 
-_spec = importlib.util.spec_from_file_location("quickstart_seeds", os.path.join(REPO, "bench", "quickstart_seeds.py"))
-quickstart_seeds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quickstart_seeds)
 
-SCRIPTS = {"prng_train_lowmem.py": prng_train_lowmem, "curriculum_lowmem.py": curriculum_lowmem}
-
-
-def command_one() -> tuple[str, list[str]]:
-    words = quickstart_seeds.readme_command(README)
-    script = os.path.basename(words[1])
-    return script, words[2:]
+def quickstart_argv() -> list[str]:
+    """The quickstart's flags, each line of the file read by the script's parser as its `@FILE` reads it."""
+    parser = prng_train_lowmem.build_parser()
+    with open(os.path.join(REPO, QUICKSTART_ARGS), encoding="utf-8") as f:
+        return [word for line in f.read().splitlines() for word in parser.convert_arg_line_to_args(line)]
 
 
 def flag(argv: list[str], name: str) -> str | None:
@@ -35,44 +46,75 @@ def flag(argv: list[str], name: str) -> str | None:
     return value
 
 
-def test_readme_command_one_is_found_and_names_a_training_script():
-    script, argv = command_one()
-    assert script in SCRIPTS
-    assert argv, "command 1 has no flags"
-    # every path it names (a --config YAML) is in the repository
-    config = flag(argv, "--config")
-    if config is not None:
-        assert os.path.isfile(os.path.join(REPO, config)), f"command 1 names {config}, which does not exist"
+def recipe_pairs() -> set[tuple[str, str]]:
+    argv = quickstart_argv()
+    return {(word[2:], argv[i + 1]) for i, word in enumerate(argv[:-1])
+            if word.startswith("--") and not argv[i + 1].startswith("--")}
 
 
-def test_readme_command_one_parses_and_validates():
-    script, argv = command_one()
-    if script == "prng_train_lowmem.py":
-        cfg = prng_train_lowmem.build_parser().parse_args(argv)
-        prng_train_lowmem.setup_config(cfg, 1, log=lambda *a, **k: None)
-        m = cfg.m
-        assert cfg.type.upper() == "LCG"
-    else:
-        os.chdir(REPO)
-        cfg = curriculum_lowmem.load_config(argv)
-        curriculum_lowmem.setup_config(cfg, 1, log=lambda *a, **k: None)
-        m = max(cfg.moduli)
-    # the quickstart's promise: an LCG with m >= 256, tested on unseen (a, c)
-    assert m >= 256
+def copies(text: str, recipe: set[tuple[str, str]]) -> list[int]:
+    """For each run of flags in `text` (flags at most NEAR characters apart) holding COPY_PAIRS or more
+    of the recipe's (flag, value) pairs: how many it holds."""
+    runs, end = [], None
+    for match in FLAG_VALUE.finditer(text):
+        if end is None or match.start() - end > NEAR:
+            runs.append(set())
+        runs[-1].add(match.groups())
+        end = match.end()
+    return [len(run & recipe) for run in runs if len(run & recipe) >= COPY_PAIRS]
+
+
+def readme_commands(script: str) -> list[list[str]]:
+    """The commands of the README's fenced code blocks that name `script`, split as a shell splits them."""
+    blocks, block = [], None
+    with open(README, encoding="utf-8") as f:
+        for line in f.read().splitlines():
+            if line.startswith("```") and block is None:
+                block = []
+            elif line.startswith("```"):
+                blocks.append("\n".join(block))
+                block = None
+            elif block is not None:
+                block.append(line)
+    return [shlex.split(part, comments=True) for block in blocks
+            for part in block.replace("\\\n", " ").split("&&") if script in part]
+
+
+def test_the_file_holds_one_flag_and_its_value_per_line():
+    with open(os.path.join(REPO, QUICKSTART_ARGS), encoding="utf-8") as f:
+        lines = [shlex.split(line, comments=True) for line in f]
+    words = [line for line in lines if line]
+    assert words and all(line[0].startswith("--") and len(line) <= 2 for line in words)
+    assert sum(len(line) for line in words) == len(quickstart_argv())
+
+
+def test_the_readme_command_runs_the_file():
+    runs = [words[i + 1:] for words in readme_commands(QUICKSTART[0]) for i, word in enumerate(words[:-1])
+            if os.path.basename(word).startswith("python") and words[i + 1] == QUICKSTART[0]]
+    assert [*QUICKSTART] in runs, f"no `python {shlex.join(QUICKSTART)}` in the README's code blocks"
+
+
+def test_the_quickstart_parses_and_validates_as_an_lcg_tested_on_unseen_pairs(monkeypatch):
+    monkeypatch.chdir(REPO)  # as a user runs it, from the repository root
+    cfg = prng_train_lowmem.build_parser().parse_args(list(QUICKSTART[1:]))
+    prng_train_lowmem.setup_config(cfg, 1, log=lambda *a, **k: None)
+    # the quickstart's promise: an LCG with m >= 256, in float32 on every machine, its accuracy by position kept
+    assert cfg.type == "LCG" and cfg.m >= 256
+    assert cfg.dtype == "float32" and cfg.save_correctness
 
 
 def test_readme_quickstart_paragraph_names_the_same_flags():
-    """The description below the command must not drift from it: the numbers it quotes for the
-    schedule are the command's."""
-    script, argv = command_one()
+    """The description below the command must not drift from the file: the numbers it quotes for the
+    schedule are the file's."""
+    argv = quickstart_argv()
     with open(README, encoding="utf-8") as f:
         text = f.read()
     section = text[text.find("**1. "):text.find("## Single modulus")]
     steps = flag(argv, "--num_steps")
     if steps is not None:
         assert f"{int(steps):,}".replace(",", "") in section.replace(",", "")
-    # the description's optimiser settings are the command's (as phrases, not bare numbers, which
-    # would match anywhere in the tables)
+    # the description's optimiser settings are the file's (as phrases, not bare numbers, which would
+    # match anywhere in the tables)
     described = " ".join(section.split())
     for name, phrase in (("--weight_decay", "weight decay {}"), ("--beta2", "beta2 = {}"),
                          ("--warm_steps", "warmed up over {} updates"), ("--lr_trgt", "updates to {}"),
@@ -83,32 +125,76 @@ def test_readme_quickstart_paragraph_names_the_same_flags():
             assert expected in described, f"the quickstart description does not say {expected!r}"
 
 
-def test_readme_command_one_runs_its_first_updates(tmp_path, monkeypatch):
-    script, argv = command_one()
+def test_the_quickstart_runs_its_first_updates(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "quickstart"
-    if script == "prng_train_lowmem.py":
-        short = argv + ["--num_steps", "3", "--eval_interval", "1", "--results_dir", str(out)]
-        assert prng_train_lowmem.main(short) == 0
-        tables = glob.glob(str(out / "eval_*.tab"))
-        assert len(tables) == 1
-        rows = pd.read_csv(tables[0], sep="\t", index_col=0)
-        assert list(rows["step"]) == [0, 1, 2, 3]
-        assert rows["train_loss"].iloc[1:].notna().all()
-        assert rows["test_last_acc"].between(0, 1).all()
-        if "--save_correctness" in argv:
-            assert glob.glob(str(out / "correctness_*.png"))
-    else:
-        pytest.fail("command 1 is a curriculum run: give this test a way to run its first updates")
+    short = [*QUICKSTART[1:], "--num_steps", "3", "--eval_interval", "1", "--results_dir", str(out)]
+    assert prng_train_lowmem.main(short) == 0
+    tables = glob.glob(str(out / "eval_*.tab"))
+    assert len(tables) == 1
+    rows = pd.read_csv(tables[0], sep="\t", index_col=0)
+    assert list(rows["step"]) == [0, 1, 2, 3]
+    assert rows["train_loss"].iloc[1:].notna().all()
+    assert rows["test_last_acc"].between(0, 1).all()
+    assert glob.glob(str(out / "correctness_*.png"))
 
 
-def test_readme_command_one_extraction_fails_on_a_broken_block(tmp_path):
-    """The extraction really depends on the README: without the command it raises."""
-    broken = tmp_path / "README.md"
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
-    start = text.find("**1. ")
-    broken.write_text(text[:start] + text[start:].replace("prng_train_lowmem.py", "missing.py")
-                      .replace("curriculum_lowmem.py", "missing.py"), encoding="utf-8")
-    with pytest.raises(ValueError):
-        quickstart_seeds.readme_command(str(broken))
+def test_the_seed_benchmark_runs_the_file_by_default(tmp_path, monkeypatch):
+    launched = []
+
+    def fake_run(command, **kwargs):
+        launched.append((command, kwargs["cwd"]))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(quickstart_seeds.subprocess, "run", fake_run)
+    assert quickstart_seeds.main(["--seeds", "3", "--jobs", "1", "--results_dir", str(tmp_path)]) == 0
+    ((command, cwd),) = launched
+    assert command[1:3] == QUICKSTART and cwd == REPO
+    assert command[3:7] == ["--main_seed", "3", "--data_seed", "1"]
+
+
+def test_the_training_benchmark_takes_its_quickstart_case_from_the_file(tmp_path):
+    assert bench_train.shapes()["quickstart"] == bench_train.quickstart_case()[0]
+    cfg = prng_train_lowmem.build_parser().parse_args(quickstart_argv())
+    (case,) = [c for c in bench_train.cases()["cpu"] if c[0] == "quickstart"]
+    assert case[1:3] == (cfg.batch_size, cfg.batch_size)
+    # it reads the file: a changed file changes the case
+    changed = tmp_path / "changed.args"
+    with open(os.path.join(REPO, QUICKSTART_ARGS), encoding="utf-8") as f:
+        changed.write_text(f.read() + "--n_embd 96\n--batch_size 16\n")
+    shape, batch, micro = bench_train.quickstart_case(str(changed))
+    assert shape[5] == 96 and (batch, micro) == (16, 16)
+    quickstart = bench_train.shapes()["quickstart"]
+    assert shape[:5] == quickstart[:5] and shape[6:] == quickstart[6:]
+
+
+def test_the_gpu_check_and_the_cuda_tests_run_the_file():
+    with open(os.path.join(REPO, "bench", "gpu_check.sh"), encoding="utf-8") as f:
+        (step,) = [shlex.split(line) for line in f if line.startswith("step quickstart_cuda ")]
+    at = step.index(QUICKSTART[0])
+    assert step[at:at + 2] == QUICKSTART
+    assert test_cuda.LEARN[0] == "@" + os.path.join(REPO, QUICKSTART_ARGS)
+
+
+def test_no_file_carries_a_copy_of_the_quickstarts_flags():
+    recipe = recipe_pairs()
+    found = {}
+    for path in repo_files((".py", ".sh", ".md", ".yaml", ".yml", ".args", ".toml", ".txt")):
+        if os.path.relpath(path, REPO) != QUICKSTART_ARGS:
+            counts = copies(path.read_text(encoding="utf-8"), recipe)
+            if counts:
+                found[os.path.relpath(path, REPO)] = counts
+    assert not found, f"copies of {QUICKSTART_ARGS}'s flags (file: pairs of its {len(recipe)}): {found}"
+
+
+@pytest.mark.parametrize("form", ["shell", "shell, wrapped", "python list"])
+def test_the_copy_check_finds_a_copy_in_each_form(form):
+    argv = quickstart_argv()
+    text = {"shell": "python prng_train_lowmem.py " + shlex.join(argv),
+            "shell, wrapped": shlex.join(argv).replace(" --", " \\\n    --"),
+            "python list": "ARGS = [" + ",\n        ".join(f'"{w}"' for w in argv) + "]"}[form]
+    recipe = recipe_pairs()
+    assert copies(text, recipe) == [len(recipe)]
+    # an older recipe with other optimiser values is still a copy (as bench/gpu_check.sh once carried)
+    stale = text.replace(flag(argv, "--lr_trgt"), "8e-3").replace(flag(argv, "--num_steps"), "2600")
+    assert copies(stale, recipe) == [len(recipe) - 2]

@@ -11,12 +11,13 @@ that provides it.
 
 import ast
 import importlib.metadata
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import repo_files
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements.txt"
@@ -33,9 +34,6 @@ DISTRIBUTION_OF = {
     "bs4": "beautifulsoup4",
 }
 
-# Directories that hold no source of ours: outputs, caches, virtual environments (also any directory
-# with a pyvenv.cfg) and hidden directories.
-NOT_SOURCE = {"results", "out", "wandb", "__pycache__", "build", "dist", "site-packages"}
 
 
 def normalize(name: str) -> str:
@@ -59,13 +57,7 @@ def read_requirements(path: Path) -> dict[str, str]:
 
 
 def source_files(root: Path) -> list[Path]:
-    files = []
-    for folder, dirs, names in os.walk(root):
-        # prune in place, so that a virtual environment's thousands of files are never listed
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in NOT_SOURCE
-                         and not (Path(folder) / d / "pyvenv.cfg").exists())
-        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
-    return sorted(files)
+    return repo_files((".py",), root)
 
 
 def local_names(root: Path, path: Path) -> set[str]:

@@ -255,6 +255,7 @@ def test_a_failed_manifest_write_leaves_the_previous_manifest_whole(tmp_path, mo
 # --------------------------------------------------------------------------------------------------
 # 2. One process per run: a second start of the same run is refused while the first lives.
 
+@pytest.mark.slow  # two processes at once
 def test_a_second_start_of_a_running_run_exits_2_naming_it(tmp_path):
     args = [*TINY, "--num_steps", "100000", "--eval_interval", "50", "--results_dir", str(tmp_path)]
     first = subprocess.Popen([sys.executable, "prng_train_lowmem.py", *args], cwd=REPO, env=clean_env(), text=True,
@@ -274,6 +275,7 @@ def test_a_second_start_of_a_running_run_exits_2_naming_it(tmp_path):
     assert first.returncode == 75, rest
 
 
+@pytest.mark.slow  # a process killed, then another
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     args = [*TINY, "--num_steps", "100000", "--eval_interval", "50", "--save_checkpoints", "--checkpoint_interval",
             "20", "--results_dir", str(tmp_path)]
@@ -548,6 +550,7 @@ def test_a_plot_that_fails_is_a_warning_and_the_model_is_written(tmp_path, capsy
 # --------------------------------------------------------------------------------------------------
 # 5. Signals at any moment: during training -> checkpoint, 75; during the final writes -> finish, 0.
 
+@pytest.mark.slow  # a process stopped by a signal
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1])
 def test_a_signal_during_training_checkpoints_and_exits_75(tmp_path, reference, sig):
     args = [*RUN, "--num_steps", "8"]

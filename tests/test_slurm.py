@@ -29,6 +29,8 @@ import torch
 
 from utils.distributed import rendezvous
 
+pytestmark = pytest.mark.slow  # a Slurm cluster, started here
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "curriculum_finetune.sh"
 PARTITION = "test"

@@ -18,7 +18,6 @@ from utils.checkpoint import load_checkpoint
 from utils.distributed import DistInfo
 from utils.threads import Machine, auto_threads, choose_threads
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = ["--m", "256", "--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4",
        "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32",
        "--num_steps", "12", "--eval_interval", "4", "--warm_steps", "2", "--save_checkpoints",
@@ -259,20 +258,8 @@ def test_the_suite_pins_one_thread_the_way_a_user_does(tmp_path, capsys):
     assert load_checkpoint(str(tmp_path / ckpt))["cpu_threads"] == 1
 
 
-@pytest.mark.parametrize("script, args", [
-    ("prng_train_lowmem.py", RUN),
-    ("analyze.py", ["eval", "model.pth"]),
-])
-def test_a_bad_omp_num_threads_is_one_error_line_before_any_work(tmp_path, script, args):
-    result = subprocess.run([sys.executable, os.path.join(REPO, script), *args, "--results_dir" if script[0] == "p"
-                             else "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
-                            env={**clean_env(), "OMP_NUM_THREADS": "many"})
-    assert result.returncode == 2, result.stderr
-    # The OpenMP runtime has its own say when torch loads it ("\nlibgomp: Invalid value ..."); ours is the error.
-    errors = [line for line in result.stderr.splitlines() if line and not line.startswith("libgomp:")]
-    assert errors == ["error: OMP_NUM_THREADS='many' is not a thread count (a whole number >= 1); unset it to let "
-                      "the run choose"]
-    assert not (tmp_path / "out").exists()
+# A bad OMP_NUM_THREADS as a user sees it (one error line before any work, exit 2): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import prng_train_lowmem
-from tests.helpers import unfinish
+from tests.helpers import FINISHED_ARGS as FILES_ARGS, FINISHED_BASE as FILES_BASE, TINY, unfinish
 from utils.checkpoint import KEYS
 from utils.data import parse_combos, PRNGDataset
 from utils.distributed import DistInfo
@@ -33,9 +33,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_COLUMNS = ["step", "train_loss", "test_loss", "train_acc", "test_acc", "train_last_acc", "test_last_acc",
                 "grad_norm"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4",
-        "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
 
 
 def run_script(*args, results_dir):
@@ -63,11 +60,12 @@ def assert_ok(result):
 # 1. The README example, shrunk only by the sizes appended after it.
 
 # README_COMMAND: the original README's command, as the README gives it (tests/test_names.py checks both).
-README_SMALLER = "--num_steps 2 --batch_size 2 --n_a 2 --n_c 2 --n_test_a 2 --n_test_c 2 --eval_interval 1".split()
+README_SMALLER = "--num_steps 2 --batch_size 1 --n_a 2 --n_c 2 --n_test_a 1 --n_test_c 1 --eval_interval 1".split()
 README_BASE = ("XSLRR_m262144_cb3_kp9_vs512_sl513_b512_nd1_na2_nc2_ne1_n1024_h8_d4_rope_dI1_I1_lr0.000500"
-               "_Twarm5000_T2_B2_wd0.1")
+               "_Twarm5000_T2_B1_wd0.1")
 
 
+@pytest.mark.slow  # the README's 51M-parameter model, 1.2 GB of checkpoints
 def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
     # The full 51M-parameter model at seq_len 513 is kept on purpose: this is the user's command.
     # The run is all LR warmup (warm_steps 5000 > num_steps 2), which must be allowed.
@@ -79,7 +77,7 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
         expected = {f"eval_{README_BASE}.tab", f"params_{README_BASE}.pth",
                     f"checkpoint_{README_BASE}_step0.pt", f"checkpoint_{README_BASE}_step2.pt",
                     "trainac_XSLRR_m262144_b512_d1_na2_nc2_ne1_dI1.npz",
-                    "training_ac_values_m262144_na2_nc2_nta2_ntc2_ne1_vs512_sl513_dI1_I1.pt",
+                    "training_ac_values_m262144_na2_nc2_nta1_ntc1_ne1_vs512_sl513_dI1_I1.pt",
                     f"correctness_{README_BASE}.npz", f"correctness_{README_BASE}.png",
                     f"positions_{README_BASE}.npz", f"run_{README_BASE}.json", f".run_{README_BASE}.lock"}
         assert set(os.listdir(out)) == expected  # nothing else, no temporary files left behind
@@ -92,23 +90,16 @@ def test_readme_example_with_smaller_sizes_runs_and_writes_every_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2, 5, 9. One small run with every output flag: names, columns, keys, stopping and progress lines.
-# num_steps 7 is not a multiple of eval_interval 3: training must still stop exactly at 7.
-
-FILES_ARGS = ["--type", "LCG", "--m", "256", *TINY, "--num_steps", "7", "--eval_interval", "3", "--warm_steps", "2",
-              "--save_checkpoints", "--checkpoint_interval", "3", "--save_params", "--save_correctness",
-              "--save_test_values"]
-FILES_BASE = "LCG_m256_kp8_vs256_sl9_b256_nd1_na4_nc4_ne1_n32_h2_d1_rope_dI1_I1_lr0.001000_Twarm2_T7_B4_wd0.5"
-
+# 2, 5, 9. One small run with every output flag (the suite's shared finished run, tests/conftest.py): names,
+# columns, keys, stopping and progress lines. num_steps 7 is not a multiple of eval_interval 3: training
+# must still stop exactly at 7.
 
 @pytest.fixture(scope="module")
-def files_run(tmp_path_factory):
+def files_run(finished_run, tmp_path_factory):
     """The same command run twice in one results_dir (first as a subprocess, then in-process: the second
     finds the run finished and writes nothing), and once more in-process in another folder."""
-    out, again = tmp_path_factory.mktemp("files"), tmp_path_factory.mktemp("files_again")
-    first = run_script(*FILES_ARGS, results_dir=out)
-    assert_ok(first)
-    listing_after_first = set(os.listdir(out))
+    out, first, listing_after_first = finished_run
+    again = tmp_path_factory.mktemp("files_again")
     assert run_main(*FILES_ARGS, results_dir=out) == 0
     assert run_main(*FILES_ARGS, results_dir=again) == 0
     return out, first, listing_after_first, again
@@ -397,14 +388,8 @@ def test_bad_flags_fail_with_one_line(tmp_path, capsys, args, message):
     assert not out.exists() or not os.listdir(out)
 
 
-def test_bad_flags_from_the_command_line(tmp_path):
-    # The same contract seen by a user: exit status and stderr of the process, no traceback.
-    result = run_script("--type", "RS", "--m", "256", "--control_bits", "3", "--bits_to_keep", "8", *TINY,
-                        results_dir=tmp_path / "out")
-    assert result.returncode != 0
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:"), result.stderr
-    assert "Traceback" not in result.stderr and "step" not in result.stdout
-    assert not (tmp_path / "out").exists()
+# The same contract seen by a user (exit status and stderr of the process): tests/test_inputs.py,
+# test_bad_input_from_the_command_line.
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Each script is run as a user runs it, logging to an offline W&B run in the test's directory (no
 network is touched), and the run is read back from its `.wandb` file: the run's name, project and
 tags, its config, every logged history row against the eval table the script wrote, the summary and
-the final accuracy-by-position image. Asking for W&B without the package installed is an error.
+the final accuracy-by-position image. Asking for W&B without the package installed is an error
+(tests/test_inputs.py, with the other command-line bad input).
 """
 
 import json
@@ -19,22 +20,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.helpers import TINY
 from utils.schedules import single_lr
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "not-a-real-key-0123456789"
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4",
-        "--n_a", "4", "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2"]
 
 
-def offline_env(tmp_path: Path, pythonpath: str | None = None) -> dict:
+def offline_env(tmp_path: Path) -> dict:
     """Offline W&B with every W&B directory inside tmp_path."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
            "WANDB_DATA_DIR": str(tmp_path / "wandb-data"), "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_API_KEY", None)
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     return env
 
 
@@ -126,26 +124,6 @@ def assert_final_image(run: OfflineRun, step: int):
     image = run.history[step].get("final_correctness/plot")
     assert image is not None and image["_type"] == "image-file", run.history[step]
     assert (run.directory / "files" / image["path"]).is_file()
-
-
-# --------------------------------------------------------------------------------------------------
-# Asking for W&B without the package is an error before any work.
-
-@pytest.mark.parametrize("script, args", [
-    ("prng_train_lowmem.py", ["--m", "256", *TINY, "--num_steps", "1"]),
-    ("curriculum_lowmem.py", ["--moduli", "256", *TINY, "--custom_phases", '[{"phase_steps": 1, "end_weights": [1]}]']),
-])
-def test_use_wandb_without_the_package_is_an_error(tmp_path, script, args):
-    shim = tmp_path / "no_wandb"
-    shim.mkdir()
-    (shim / "wandb.py").write_text('raise ImportError("the test hides the wandb package")\n')
-    results = tmp_path / "results"
-    result = run_script(script, [*args, "--results_dir", results, "--use_wandb", "--wandb_offline"],
-                        offline_env(tmp_path, pythonpath=str(shim)))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "--use_wandb was given but the wandb package is not installed" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not results.exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,6 +223,7 @@ def curriculum_run(tmp_path_factory):
     return tmp / "results", read_offline_run(tmp / "wandb")
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_takes_its_wandb_settings_from_the_yaml(curriculum_run):
     _, run = curriculum_run
     assert (run.run.project, run.run.display_name, list(run.run.tags), run.run.notes) == \
@@ -254,6 +233,7 @@ def test_curriculum_run_takes_its_wandb_settings_from_the_yaml(curriculum_run):
     assert (c["moduli"], c["num_steps"], c["experiment_name"]) == ([256, 1024], 5, "wandb_test")
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_history_matches_the_csv(curriculum_run):
     results, run = curriculum_run
     [csv] = results.glob("LCG_*.csv")
@@ -271,6 +251,7 @@ def test_curriculum_run_history_matches_the_csv(curriculum_run):
     assert run.history[0]["curriculum/alpha_m256"] == 1.0 and run.history[4]["curriculum/alpha_m1024"] == 1.0
 
 
+@pytest.mark.slow  # a W&B process run (the single-modulus one stays fast)
 def test_curriculum_run_final_image_and_summary(curriculum_run):
     _, run = curriculum_run
     assert_final_image(run, 5)

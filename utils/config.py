@@ -7,6 +7,7 @@ file and its merge with flags: utils/curriculum_config.py. Bounds checked at sta
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -351,10 +352,18 @@ class ConfigParser(OneLineParser):
     def parse_args(self, args=None, namespace=None):
         return super().parse_args(args, self.config_class() if namespace is None else namespace)
 
+    def convert_arg_line_to_args(self, line):
+        """A line of an @file (with fromfile_prefix_chars='@'): a flag and its value, split as a shell
+        splits them; blank lines and # comments give nothing."""
+        try:
+            return shlex.split(line, comments=True)
+        except ValueError as err:  # an unclosed quote
+            self.error(f"cannot read the @file line {line.strip()!r}: {err}")
 
-def build_parser(script: str, description: str) -> ConfigParser:
-    """The script's argument parser, from PARAMS."""
-    parser = ConfigParser(script, description=description)
+
+def build_parser(script: str, description: str, **kwargs) -> ConfigParser:
+    """The script's argument parser, from PARAMS (`kwargs`: argparse's, such as fromfile_prefix_chars)."""
+    parser = ConfigParser(script, description=description, **kwargs)
     groups = {}
     for p in params_of(script):
         group = groups.get(p.group) or groups.setdefault(p.group, parser.add_argument_group(GROUPS[p.group]))
