@@ -375,8 +375,12 @@ def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes:
         check_resumable(ckpt, path, identity, config, cfg.num_steps, state_shapes, optimizer_shapes)
 
     named = cfg.resume not in (None, "auto")
-    if named and not os.path.isfile(cfg.resume):
-        raise ValueError(f"--resume: no such file {cfg.resume}")
+    named_ckpt = None
+    if named:  # checked first, even if the run is done: a wrong file leaves no results_dir behind
+        if not os.path.isfile(cfg.resume):
+            raise ValueError(f"--resume: no such file {cfg.resume}")
+        named_ckpt = load_checkpoint(cfg.resume)
+        check(named_ckpt, cfg.resume)
     try:
         check_writable(cfg.results_dir)
     except ValueError:
@@ -384,16 +388,12 @@ def _claim_and_check(cfg, config: dict, identity: str, base: str, kinds, shapes:
                                                              lock=False)
         if not done or not done.manifest.get("finished"):
             raise
-        if named:
-            check(load_checkpoint(cfg.resume), cfg.resume)
         return done, None, None
     with DirLock(cfg.results_dir):
         claim = claim_stem(cfg.results_dir, base, identity, kinds, cfg.num_steps)
         try:
-            files, path, ckpt = claim.files, None, None
-            if named:  # checked even if the run is done
-                path, ckpt = cfg.resume, load_checkpoint(cfg.resume)
-                check(ckpt, path)
+            files = claim.files
+            path, ckpt = (cfg.resume, named_ckpt) if named else (None, None)
             if claim.manifest.get("finished"):
                 return claim, None, None
             if cfg.resume == "auto":
