@@ -43,7 +43,7 @@ def free_port() -> int:
 
 def torchrun(script, args, nproc=2, **popen):
     # `--` ends torchrun's own options: without it torchrun reads the script's `--m` as an ambiguous
-    # abbreviation of its --master-addr/--max-restarts/... (pytorch issue 120601) and refuses to start.
+    # abbreviation of its --master-addr/--max-restarts/... and refuses to start.
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port",
            str(free_port()), script, "--", *map(str, args)]
     return subprocess.Popen(cmd, cwd=REPO, env=clean_env(), text=True, **popen)
