@@ -1,9 +1,9 @@
 """Run one training command for several seeds and print how each run ended.
 
 Every (main_seed, data_seed) pair is run as its own process with one thread (OMP_NUM_THREADS=1 unless
---threads says otherwise) and its own results directory, `--jobs` at a time. The numbers come from
-the files the run writes, not from its printed lines: `eval_<base>.tab` of prng_train_lowmem.py
-(tab-separated, an index column, then step, train_loss, test_loss, ..., test_last_acc, grad_norm) or
+--threads says otherwise; --threads 0 leaves it unset, so the script picks its count as when typed) and
+its own results directory, `--jobs` at a time. The numbers come from the files the run writes, not
+from its printed lines: `eval_<base>.tab` of prng_train_lowmem.py (tab-separated, an index column, then step, train_loss, test_loss, ..., test_last_acc, grad_norm) or
 `<base>.csv` of curriculum_lowmem.py (one `test_last_acc_m<m>` column per modulus; the largest modulus
 is reported unless --modulus names another).
 
@@ -70,12 +70,19 @@ def num_updates(command: list[str]) -> int | None:
     return value
 
 
+def run_env(threads: int) -> dict:
+    """The run's environment: OMP_NUM_THREADS (and MKL's) set to `threads`; for 0 both are unset, so the
+    script chooses its thread count by its start-up rule, as the command runs when typed (utils/threads.py)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return env if threads == 0 else dict(env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
 def run_one(command: list[str], seed: int, data_seed: int, results_root: str, threads: int, modulus,
             threshold: float, keep_output: bool) -> dict:
     out_dir = os.path.join(results_root, f"seed{seed}_data{data_seed}")
     os.makedirs(out_dir, exist_ok=True)
     full = command + ["--main_seed", str(seed), "--data_seed", str(data_seed), "--results_dir", out_dir]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = run_env(threads)
     t0 = time.perf_counter()
     with open(os.path.join(out_dir, "stdout.txt"), "w") as log:
         proc = subprocess.run(full, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -94,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="1-5", help="main seeds: '1-5', '1,3,7' (default 1-5)")
     p.add_argument("--data_seeds", default="1", help="data seeds, same forms (default 1)")
     p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default 1; 0: unset, the command as written)")
     p.add_argument("--results_dir", required=True, help="each run writes under <results_dir>/seed<S>_data<D>")
     p.add_argument("--modulus", type=int, default=None, help="curriculum CSV: report this modulus (default largest)")
     p.add_argument("--threshold", type=float, default=0.9)

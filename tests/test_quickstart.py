@@ -153,6 +153,16 @@ def test_the_seed_benchmark_runs_the_file_by_default(tmp_path, monkeypatch):
     assert command[3:7] == ["--main_seed", "3", "--data_seed", "1"]
 
 
+def test_the_seed_benchmark_sets_the_thread_count_or_leaves_it_to_the_script(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    one = quickstart_seeds.run_env(1)
+    assert (one["OMP_NUM_THREADS"], one["MKL_NUM_THREADS"]) == ("1", "1")
+    as_typed = quickstart_seeds.run_env(0)  # the command as written: the script's start-up rule decides
+    assert "OMP_NUM_THREADS" not in as_typed and "MKL_NUM_THREADS" not in as_typed
+    assert as_typed["PATH"] == os.environ["PATH"]
+
+
 def test_the_training_benchmark_takes_its_quickstart_case_from_the_file(tmp_path):
     assert bench_train.shapes()["quickstart"] == bench_train.quickstart_case()[0]
     cfg = prng_train_lowmem.build_parser().parse_args(quickstart_argv())
