@@ -1,11 +1,11 @@
 """Run one training command for several seeds and print how each run ended.
 
 Every (main_seed, data_seed) pair is run as its own process with one thread (OMP_NUM_THREADS=1 unless
---threads says otherwise; --threads 0 leaves it unset, so the script picks its count as when typed) and
-its own results directory, `--jobs` at a time. The numbers come from the files the run writes, not
-from its printed lines: `eval_<base>.tab` of prng_train_lowmem.py (tab-separated, an index column, then step, train_loss, test_loss, ..., test_last_acc, grad_norm) or
-`<base>.csv` of curriculum_lowmem.py (one `test_last_acc_m<m>` column per modulus; the largest modulus
-is reported unless --modulus names another).
+--threads says otherwise; --threads 0 leaves it unset, so the script picks its count as when typed) and its
+own results directory, `--jobs` at a time. The numbers come from the files the run writes, not from its
+printed lines: `eval_<base>.tab` of prng_train_lowmem.py (tab-separated, an index column, then step,
+train_loss, test_loss, ..., test_last_acc, grad_norm) or `<base>.csv` of curriculum_lowmem.py (one
+`test_last_acc_m<m>` column per modulus; the largest modulus is reported unless --modulus names another).
 
     python -m bench.quickstart_seeds --seeds 1-5 --data_seeds 1,2 --jobs 2 --results_dir results/qs_bench
     python -m bench.quickstart_seeds --seeds 1,2 -- python prng_train_lowmem.py @configs/quickstart.args --n_embd 96
