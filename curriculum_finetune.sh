@@ -1,5 +1,5 @@
 #!/bin/bash
-# SLURM array sweep of the curriculum run over (lr_trgt, weight_decay) (README, "Sweeps on SLURM").
+# SLURM array sweep of the curriculum run over (lr_trgt, weight_decay) (docs/clusters.md, "Sweeps on SLURM").
 #
 # Task t of the array trains with lr_trgt = LRS[(t / 2) % 2] and weight_decay = WDS[t % 2], so
 # --array=0-3 covers the grid: 0 -> (1e-4, 0), 1 -> (1e-4, 0.1), 2 -> (5e-4, 0), 3 -> (5e-4, 0.1).

@@ -1,7 +1,7 @@
 """Train one GPT on several moduli at once, with modulus weights and LR that move by phase (a
 curriculum), optionally starting from pretrained weights. Configuration from a YAML file (keys in
 docs/parameters.md), flags written on the command line override it; output files and their names as
-the original's (README "Curriculum")."""
+the original's (docs/curriculum.md)."""
 from __future__ import annotations
 
 from utils.preemption import catch_stop_signals, exit_with
@@ -36,7 +36,7 @@ def build_parser() -> config.ConfigParser:
 
 def load_config(argv) -> config.CurriculumConfig:
     """The YAML given by --config with the flags written on the command line over it, or the flags alone
-    (README "Curriculum"; utils/curriculum_config.py)."""
+    (docs/curriculum.md; utils/curriculum_config.py)."""
     return curriculum_config.load_config(build_parser(), argv)
 
 
@@ -45,7 +45,7 @@ setup_config = settings.setup_curriculum
 
 
 def base_name(cfg) -> str:
-    """The original's curriculum base name (README, "Curriculum: output files")."""
+    """The original's curriculum base name (docs/curriculum.md, "Output files")."""
     first = cfg.phases[0].get("transition") if cfg.phases else None
     weights = lambda ws: ",".join(str(float(w)) for w in ws)
     tokens = [f"p{i}s{ph.phase_steps}u{ph.warmup_steps}t{ph.transition_steps}"

@@ -1,5 +1,5 @@
 """Train a GPT to predict one modulus's generator sequences: parse, validate, build data, build the
-model, train, save. Flags, defaults and output files are the original script's (README "Single modulus")."""
+model, train, save. Flags, defaults and output files are the original script's (docs/single_modulus.md)."""
 from __future__ import annotations
 
 from utils.preemption import catch_stop_signals, exit_with
@@ -40,8 +40,9 @@ setup_config = settings.setup_single
 
 
 def base_name(cfg) -> str:
-    """The original's result base name (README, "Output files"): `_cb` unless the type is exactly LCG or TLCG
-    (case-sensitive), the control bits as written with commas as `_` (spaces kept: "1, 2" gives `_cb1_ 2`)."""
+    """The original's result base name (docs/single_modulus.md, "Output files"): `_cb` unless the type is exactly
+    LCG or TLCG (case-sensitive), the control bits as written with commas as `_` (spaces kept: "1, 2" gives
+    `_cb1_ 2`)."""
     cb = "" if cfg.type in ("LCG", "TLCG") else "_cb" + cfg.control_bits.replace(",", "_")
     suffix = "_rope" if not cfg.no_rope else ("_abacus" if cfg.digits > 1 else "")
     return (f"{cfg.type}_m{cfg.m}{cb}_kp{cfg.bits_to_keep}_vs{cfg.vocab_size}_sl{cfg.seq_len}_b{cfg.base}"

@@ -4,6 +4,6 @@ the root, so the repository's packages would not import: each script says so in 
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The quickstart's one home (README, command 1): prng_train_lowmem.py reads it as `@configs/quickstart.args`.
+# The quickstart's one home (README, "Quickstart"): prng_train_lowmem.py reads it as `@configs/quickstart.args`.
 QUICKSTART_ARGS = os.path.join("configs", "quickstart.args")
 QUICKSTART = ["prng_train_lowmem.py", "@" + QUICKSTART_ARGS]

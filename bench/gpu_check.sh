@@ -9,7 +9,7 @@
 #    learns as well as float32; checkpoint -> resume on the GPU; GPU <-> CPU checkpoints; NCCL;
 # 2. the CUDA benchmark (python -m bench.bench_train --device cuda): tokens/s, MFU against the GPU's dense
 #    bf16 peak, peak memory, data and eval shares, for the README shape (512 x 513) and the quickstart;
-# 3. both scripts end to end: the quickstart (configs/quickstart.args, README command 1) on cuda (wall
+# 3. both scripts end to end: the quickstart (configs/quickstart.args, README, "Quickstart") on cuda (wall
 #    time, final accuracy) and a short curriculum run on cuda.
 # It ends with a short report; everything it printed is kept in the output folder. Run it from a
 # Python environment with requirements.txt installed (`source .venv/bin/activate`).

@@ -10,7 +10,7 @@ train_loss, test_loss, ..., test_last_acc, grad_norm) or `<base>.csv` of curricu
     python -m bench.quickstart_seeds --seeds 1-5 --data_seeds 1,2 --jobs 2 --results_dir results/qs_bench
     python -m bench.quickstart_seeds --seeds 1,2 -- python prng_train_lowmem.py @configs/quickstart.args --n_embd 96
 
-Without a command after `--`, the quickstart (README, command 1: `python prng_train_lowmem.py
+Without a command after `--`, the quickstart (README, "Quickstart": `python prng_train_lowmem.py
 @configs/quickstart.args`) is run. Flags --main_seed, --data_seed and --results_dir are appended to the
 command, so they override what it says.
 The table: seed, data_seed, final test last-number accuracy, the first evaluated update at which it

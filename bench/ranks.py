@@ -1,5 +1,5 @@
 """Exit statuses of 2-rank runs (gloo, CPU): every rank of a run that finishes must exit 0, every rank
-of a run stopped by a signal 75, or srun and the requeue recipe (README, "Preemption and resuming")
+of a run stopped by a signal 75, or srun and the requeue recipe (docs/clusters.md, "Preemption and resuming")
 see a failure.
 
 Each run starts both ranks the way srun does (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS, MASTER_ADDR,

@@ -171,8 +171,8 @@ def test_bf16_compiled_training_reaches_float32_accuracy(tmp_path):
         print(f"LCG m=256, 1600 updates, {label}: test acc {row.test_acc:.3f}, last-number acc "
               f"{row.test_last_acc:.3f}, {seconds[label]:.0f} s")
     # Both learn (chance is 1/256 per token). The quickstart's last-number accuracy moves a lot with any
-    # perturbation (README: the update at which it first reaches 0.9 differs by a thousand or more between
-    # seeds), and bf16 rounding is one, so the runs are compared on token accuracy, within 0.1.
+    # perturbation (docs/quickstart.md: the update at which it first reaches 0.9 differs by a thousand or
+    # more between seeds), and bf16 rounding is one, so the runs are compared on token accuracy, within 0.1.
     assert min(row.test_acc for row in final.values()) > 0.5
     assert abs(final["bf16+compile"].test_acc - final["float32"].test_acc) < 0.1
 

@@ -549,7 +549,7 @@ def test_each_modulus_has_its_own_seeded_split_and_bits(tmp_path):
     cfg = configure(["--config", path])
     splits = settings.ac_splits(cfg)
     train_sets, test_sets = settings.datasets(cfg, splits)
-    assert cfg.base == cfg.vocab_size == 64  # no base given: 2^bits of the widest output (README)
+    assert cfg.base == cfg.vocab_size == 64  # no base given: 2^bits of the widest output (docs/differences.md)
     for i, (m, k) in enumerate([(1024, 6), (256, 4)]):  # YAML order: index i seeds data_seed + 1000 i
         want = split_ac(m, 6, 5, 2, 2, np.random.default_rng(7 + 1000 * i))
         for key in ("train_a", "train_c", "test_a", "test_c"):

@@ -1,12 +1,12 @@
 """Result base names: configurations run through both scripts' name builders give the original's names.
 
-Each expected name is written out by hand from the original's patterns (README, "Output files" of both
-scripts), not computed by our code: the single-modulus name after `setup_config`, the curriculum name after
-`load_config` and `setup_config`. The cases cover the original's quirks that names keep: case-sensitive type
-checks (`lcg` gets `_cb0` and, in the single script, the base 2^k), control bits as written (`_cb1_ 2`,
-`_cb1, 2`), the raw sum of phase_steps (`-1` counts as -1) and a YAML integer weight decay (`_wd0`).
-Only configurations whose name the original and this project agree on are here (the README's Differences
-list the others, e.g. the curriculum's default base for PCG types).
+Each expected name is written out by hand from the original's patterns ("Output files" of
+docs/single_modulus.md and docs/curriculum.md), not computed by our code: the single-modulus name after
+`setup_config`, the curriculum name after `load_config` and `setup_config`. The cases cover the original's
+quirks that names keep: case-sensitive type checks (`lcg` gets `_cb0` and, in the single script, the base
+2^k), control bits as written (`_cb1_ 2`, `_cb1, 2`), the raw sum of phase_steps (`-1` counts as -1) and a
+YAML integer weight decay (`_wd0`). Only configurations whose name the original and this project agree on
+are here (docs/differences.md lists the others, e.g. the curriculum's default base for PCG types).
 """
 import os
 import shlex
@@ -57,18 +57,18 @@ SINGLE_CASES = {
 }
 
 
-def readme_single_modulus_command() -> list[str]:
-    """The flags of the first command in the README's "Single modulus" section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as fh:
-        section = fh.read().split("## Single modulus", 1)[1]
+def original_readme_command() -> list[str]:
+    """The flags of the first command of docs/single_modulus.md, the original README's example."""
+    with open(os.path.join(REPO, "docs", "single_modulus.md"), encoding="utf-8") as fh:
+        section = fh.read().split("## The original README's example", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     words = shlex.split(block.replace("\\\n", " "))
     assert words[:2] == ["python", "prng_train_lowmem.py"]
     return words[2:]
 
 
-def test_the_readme_gives_the_original_readme_command():
-    assert readme_single_modulus_command() == README_COMMAND
+def test_the_docs_give_the_original_readme_command():
+    assert original_readme_command() == README_COMMAND
 
 
 @pytest.mark.parametrize("case", list(SINGLE_CASES))

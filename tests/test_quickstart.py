@@ -1,5 +1,5 @@
 """The quickstart has one home, configs/quickstart.args, read by prng_train_lowmem.py as `@FILE`: the
-README's command 1, bench/quickstart_seeds.py, bench/bench_train.py's quickstart case, bench/gpu_check.sh
+README's Quickstart, bench/quickstart_seeds.py, bench/bench_train.py's quickstart case, bench/gpu_check.sh
 and the CUDA tests all run it, and no other file carries a copy of its flags. The file parses and
 validates with the script's own parser, its first updates run (nothing timed), and the README's
 description of the recipe quotes its values.
@@ -109,7 +109,7 @@ def test_readme_quickstart_paragraph_names_the_same_flags():
     argv = quickstart_argv()
     with open(README, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.find("**1. "):text.find("## Single modulus")]
+    section = text.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
     steps = flag(argv, "--num_steps")
     if steps is not None:
         assert f"{int(steps):,}".replace(",", "") in section.replace(",", "")

@@ -1,6 +1,6 @@
 """requirements.txt names, pinned, every third-party package the repository's Python imports.
 
-A fresh virtual environment gets only what requirements.txt names (README, "Set-up: two commands";
+A fresh virtual environment gets only what requirements.txt names (README, "Install";
 .ci/run does the same), so an import of anything else fails there even when the machine's own Python
 happens to have it. The checker reads every .py file of the repository as it is when the test runs
 (scripts, utils/, tests/, bench/ and any package added later), takes the top-level name of each

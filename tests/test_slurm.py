@@ -1,7 +1,7 @@
-"""curriculum_finetune.sh on a real Slurm cluster (README, "Sweeps on SLURM").
+"""curriculum_finetune.sh on a real Slurm cluster (docs/clusters.md, "Sweeps on SLURM").
 
 The test starts a one-node cluster on this machine (slurmctld and slurmd with a config in a temporary
-directory), submits the sweep the way the README says, with command-line options that fit it to the
+directory), submits the sweep the way docs/clusters.md says, with command-line options that fit it to the
 test node and FT_* variables that shrink the README example to a tiny model, and checks what the four
 array tasks wrote: one run per (lr, wd) point, each trained by two srun processes forming one DDP
 group, and no temporary YAML left behind, after success and after failure. A second set of jobs (two
@@ -247,7 +247,7 @@ def sweep(cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("submit")
     (work / "configs").mkdir()
     copy_code(work, "curriculum_lowmem.py", "utils", "configs/curriculum.yaml")
-    (work / "out" / "FT").mkdir(parents=True)  # the README's `mkdir -p out/FT` before the first sbatch
+    (work / "out" / "FT").mkdir(parents=True)  # docs/clusters.md's `mkdir -p out/FT` before the first sbatch
     results = work / "results_FT"
     env = {**cluster.env, "FT_PYTHON": sys.executable, "FT_RESULTS_DIR": str(results), "FT_OVERRIDES": TINY}
     job_id = submit(cluster, work, env=env)

@@ -1,6 +1,6 @@
 """Two test tiers and what pyproject.toml says of the repository.
 
-`python -m pytest` runs everything (README, "Run the tests"; .ci/run): a missing Slurm or C++ compiler fails
+`python -m pytest` runs everything (README, "Tests"; .ci/run): a missing Slurm or C++ compiler fails
 there, naming what is missing. `python -m pytest -m "not slow"` is the fast tier for iterating: it leaves out
 the tests marked `slow` (seconds each, or Slurm, a compiler or root) and needs none of these. Every module
 keeps at least one fast end-to-end test, a test that runs the module's code the way a run uses it (through

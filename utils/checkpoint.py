@@ -14,7 +14,7 @@ import torch
 from .results import first_line, save_torch
 
 FORMAT_VERSION = 2
-# Every key of a checkpoint and what it holds (README "Checkpoints" points here). train_state["accum"]
+# Every key of a checkpoint and what it holds (docs/clusters.md, "Checkpoints", points here). train_state["accum"]
 # holds one row per rank of the sums named in ACCUM.
 KEYS = {
     "model_state_dict": "the model's weights (no `_orig_mod.`/`module.` prefixes)",

@@ -233,7 +233,7 @@ def load_config(parser: argparse.ArgumentParser, argv) -> CurriculumConfig:
     (utils/settings.py).
 
     With --config the YAML gives the run and a flag written on the command line overrides its value;
-    without it the flags are the whole configuration (README "Curriculum")."""
+    without it the flags are the whole configuration (docs/curriculum.md)."""
     args = parser.parse_args(argv)
     if args.config:
         cfg = copy.copy(args)

@@ -2,16 +2,15 @@
 matrix units and bf16 measured faster there; float32 everywhere else.
 
 The choice is made from the processor's flags (/proc/cpuinfo), not by timing at start-up: a start-up
-measurement on a shared machine flips from run to run (on the 2-core test machine, loaded, the same
-bf16/float32 ratio of one transformer block measured 0.76 and 1.77 in two calls), and a run, its
-resumption and its ranks must all use one dtype. What the flags decide follows the benchmark
-(bench/bench_train.py reports both dtypes on the machine it runs on; README "Benchmarks"):
+measurement on a shared machine flips from run to run, and a run, its resumption and its ranks must all
+use one dtype. What the flags decide follows the benchmark (`python -m bench.bench_train` reports both
+dtypes on the machine it runs on; its numbers are in docs/benchmarks.md):
 - no AVX512-BF16 and no AMX: bf16 is emulated and many times slower -> float32;
-- AVX512-BF16 without AMX (the 2-core test machine): bf16 autocast measured 0.90x float32's speed
-  for the quickstart model (64 wide) and 1.42x for the README example's (1024 wide) -> float32, the
-  safe choice for the small models CPUs train; `--dtype bfloat16` asks for bf16 on wide models;
-- AMX bf16 tiles -> bfloat16 (not measured by this project: no AMX machine was available; run the
-  benchmark there and set PCG_CPU_AUTO_DTYPE=float32 if it disagrees).
+- AVX512-BF16 without AMX (the 2-core test machine): bf16 autocast was slower than float32 for the
+  quickstart's model and faster only for wide ones -> float32, the safe choice for the small models CPUs
+  train; `--dtype bfloat16` asks for bf16 on wide models;
+- AMX bf16 tiles -> bfloat16 (not measured by this project; run the benchmark there and set
+  PCG_CPU_AUTO_DTYPE=float32 if it disagrees).
 The environment variable PCG_CPU_AUTO_DTYPE (float32 or bfloat16) overrides the rule; the test suite
 pins float32 with it (tests/conftest.py).
 """
@@ -54,7 +53,7 @@ def auto_cpu_dtype(cpuinfo: str | None = None) -> tuple[torch.dtype, str]:
         return torch.bfloat16, "this CPU has AMX bf16 tiles"
     if units:
         return torch.float32, (f"this CPU has {'+'.join(units)} but no AMX: bf16 is slower for small models "
-                               f"there (bench/bench_train.py); --dtype bfloat16 asks for it")
+                               f"there (python -m bench.bench_train); --dtype bfloat16 asks for it")
     return torch.float32, "this CPU has no native bf16 matrix units"
 
 

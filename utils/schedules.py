@@ -67,7 +67,7 @@ def single_lr(u, *, lr_trgt, lr_min, warm_steps, num_steps):
 
 @dataclass(frozen=True)
 class Phase:
-    """One curriculum phase (a YAML/JSON phase dict, README "YAML keys"); build it with `parse_phases`."""
+    """One curriculum phase (a YAML/JSON phase dict, docs/curriculum.md, "Phases"); build it with `parse_phases`."""
     name: str
     phase_steps: int  # optimizer updates; REST_OF_TRAINING (-1) = the rest of training
     transition_steps: int  # updates over which the weights move from start to end
