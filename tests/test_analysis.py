@@ -542,7 +542,7 @@ def test_eval_of_a_two_digit_abacus_model_matches_the_training_positions_file(tm
 @pytest.fixture(scope="module")
 def bad_files(lcg_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_files")
-    ckpt = torch.load(one(lcg_run, "checkpoint_*_step5.pt"), weights_only=True)
+    ckpt = torch.load(one(lcg_run, "checkpoint_*_step7.pt"), weights_only=True)
     params = torch.load(one(lcg_run, "params_*.pth"), weights_only=True)
     torch.save({**ckpt, "config": {**ckpt["config"], "n_head": 0}}, d / "n_head_0.pt")
     torch.save({**ckpt, "config": {**ckpt["config"], "seq_len": 1e9}}, d / "seq_len_1e9.pt")
@@ -551,7 +551,7 @@ def bad_files(lcg_run, tmp_path_factory):
     (d / "empty_positions.npz").write_bytes(b"")
     (d / "empty_runs.csv").write_bytes(b"")
     (d / "a_file").write_text("x")
-    return {"CKPT": one(lcg_run, "checkpoint_*_step5.pt"), "PARAMS": one(lcg_run, "params_*.pth"),
+    return {"CKPT": one(lcg_run, "checkpoint_*_step7.pt"), "PARAMS": one(lcg_run, "params_*.pth"),
             **{p.stem.upper(): str(p) for p in d.iterdir()}}
 
 
@@ -587,7 +587,7 @@ def test_bad_input_to_analyze_is_one_line_exit_2(bad_files, tmp_path, capsys, mo
 
 
 def test_an_out_folder_that_cannot_be_written_is_one_line_exit_2(lcg_run, tmp_path, capsys):
-    ckpt = one(lcg_run, "checkpoint_*_step5.pt")
+    ckpt = one(lcg_run, "checkpoint_*_step7.pt")
     target = tmp_path / "ro"
     target.mkdir()
     if os.geteuid() == 0:
@@ -609,7 +609,7 @@ def test_a_full_out_folder_is_one_line_exit_2(lcg_run, tmp_path, capsys):
     assert subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)]).returncode == 0
     try:
         (target / "filler").write_bytes(b"\0" * 45_000)  # no room for a plot: the per-bit heatmap comes first
-        result = bad_input(capsys, "eval", one(lcg_run, "checkpoint_*_step5.pt"), "--no_rollout", "--out", target)
+        result = bad_input(capsys, "eval", one(lcg_run, "checkpoint_*_step7.pt"), "--no_rollout", "--out", target)
         assert_bad_input(result, "could not write", "bit_accuracy_model_LCG_m256.png", "No space left")
         assert not [n for n in os.listdir(target) if n.startswith(".tmp_")]
     finally:
