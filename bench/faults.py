@@ -29,10 +29,9 @@ if not __package__:  # run as a file: bench/, not the repository root, is on sys
 import torch  # noqa: E402
 
 from bench import ROOT  # noqa: E402
+from tests.helpers import TINY as HELPER_TINY  # noqa: E402  (the tests' tiny run sizes)
 
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
-        "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32",
-        "--save_checkpoints", "--save_params"]
+TINY = [*HELPER_TINY, "--device", "cpu", "--dtype", "float32", "--save_checkpoints", "--save_params"]
 PHASES = ('[{"phase_steps": 1800, "warmup_steps": 10, "transition_steps": 1500, "start_weights": [1, 0], '
           '"end_weights": [0.3, 0.7]}, {"phase_steps": 1200, "lr_decay": "cosine", "end_weights": [0.3, 0.7]}]')
 SCRIPTS = {

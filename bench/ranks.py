@@ -27,9 +27,9 @@ if not __package__:  # run as a file: bench/, not the repository root, is on sys
     sys.exit(f"error: run it from the repository root as a module: python -m bench.{os.path.basename(__file__)[:-3]}")
 
 from bench import ROOT as REPO  # noqa: E402
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--batch_size", "4", "--n_a", "4",
-        "--n_c", "4", "--n_test_a", "2", "--n_test_c", "2", "--device", "cpu", "--dtype", "float32", "--save_params",
-        "--save_correctness"]
+from tests.helpers import TINY as HELPER_TINY  # noqa: E402  (the tests' tiny run sizes)
+
+TINY = [*HELPER_TINY, "--device", "cpu", "--dtype", "float32", "--save_params", "--save_correctness"]
 SCRIPTS = {  # (arguments of a run that finishes, arguments of a run long enough to be stopped)
     "prng_train_lowmem.py": ([*TINY, "--m", "256", "--num_steps", "20", "--eval_interval", "10"],
                              [*TINY, "--m", "256", "--num_steps", "100000", "--eval_interval", "10"]),
