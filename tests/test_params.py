@@ -10,8 +10,22 @@ import torch
 from tests.reference import reference_sequence
 from utils.params import (
     draw_increments, draw_multipliers, increment_count, load_exclusions, multiplier_count, multiplier_step,
-    split_ac,
+    prime_factors, split_ac, totient,
 )
+
+# ---------------------------------------------------------------------------------------------------
+# Factoring: a power of two without sympy, any other modulus with it.
+
+def test_prime_factors_and_totient_match_trial_division_and_counting():
+    for m in range(2, 1000):
+        primes = [p for p in range(2, m + 1) if m % p == 0 and all(p % q for q in range(2, math.isqrt(p) + 1))]
+        assert prime_factors(m) == primes, m
+        assert totient(m) == sum(math.gcd(c, m) == 1 for c in range(1, m + 1)), m
+    for n in (11, 32, 63, 64, 100):
+        assert (prime_factors(2**n), totient(2**n)) == ([2], 2**(n - 1))
+    assert prime_factors(3 * 5 * 7 * 2**20) == [2, 3, 5, 7] and prime_factors(2**61 - 1) == [2**61 - 1]
+    assert totient(2**61 - 1) == 2**61 - 2
+
 
 # ---------------------------------------------------------------------------------------------------
 # Multipliers: Hull-Dobell, a = kk*L + 1 with 1 <= kk < m // L.

@@ -264,13 +264,15 @@ def test_a_second_start_of_a_running_run_exits_2_naming_it(tmp_path):
         for line in first.stdout:
             if line.startswith("step"):
                 break
+        first.send_signal(signal.SIGSTOP)  # still running, holding its lock, but leaving the CPU to the second
         second = subprocess.run([sys.executable, "prng_train_lowmem.py", *args], cwd=REPO, env=clean_env(),
                                 capture_output=True, text=True, timeout=TIMEOUT)
         assert second.returncode == 2, second.stderr
         err = second.stderr.strip().splitlines()
         assert len(err) == 1 and "already running" in err[0] and f"pid {first.pid}" in err[0], err
     finally:
-        first.send_signal(signal.SIGTERM)
+        first.send_signal(signal.SIGTERM)  # handled once it continues
+        first.send_signal(signal.SIGCONT)
         rest = first.communicate(timeout=TIMEOUT)[0]
     assert first.returncode == 75, rest
 
@@ -595,6 +597,16 @@ def test_a_signal_while_the_script_starts_exits_75_and_writes_nothing(tmp_path, 
     assert proc.returncode == 75, output
     assert "Traceback" not in output and "stopped by signal before the run started" in output
     assert not out.exists()
+
+
+def test_the_scripts_start_without_the_packages_only_some_runs_need():
+    """sympy factors a modulus that is not a power of two, pandas writes the first table: each costs about half
+    a second of start-up, which a run that stops early (bad input, a signal) or never needs should not pay."""
+    code = ("import sys, prng_train_lowmem, curriculum_lowmem, analyze; "
+            "print(sorted(m for m in ('sympy', 'pandas', 'matplotlib', 'scipy', 'wandb') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_a_signal_while_data_and_model_are_built_exits_75_without_a_checkpoint(tmp_path, reference, monkeypatch,

@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import sympy
 
 from .results import load_foreign, load_npz
 
@@ -21,9 +20,29 @@ from .results import load_foreign, load_npz
 _ENUMERATE_LIMIT = 1 << 22
 
 
+def _is_power_of_two(m: int) -> bool:
+    return m > 1 and m & (m - 1) == 0
+
+
+def prime_factors(m: int) -> list[int]:
+    """m's distinct primes, smallest first. A power of two (every PCG modulus) needs no factoring; other
+    moduli ask sympy, imported only then: it adds half a second to every script's start-up."""
+    m = int(m)
+    if _is_power_of_two(m):
+        return [2]
+    import sympy
+    return [int(p) for p in sympy.primefactors(m)]
+
+
+def totient(m: int) -> int:
+    """Euler's phi(m), the count of 1 <= c <= m coprime to m: m times (p - 1)/p for each distinct prime p."""
+    primes = prime_factors(m)
+    return int(m) // math.prod(primes) * math.prod(p - 1 for p in primes)
+
+
 def multiplier_step(m: int) -> int:
     """L = product of m's distinct primes, with 4 instead of 2 when 4 | m; a = kk*L + 1 (Hull–Dobell)."""
-    primes = sympy.primefactors(int(m))
+    primes = prime_factors(m)
     if m % 4 == 0:
         primes = [4 if p == 2 else p for p in primes]
     return math.prod(primes)
@@ -36,7 +55,7 @@ def multiplier_count(m: int) -> int:
 
 def increment_count(m: int) -> int:
     """Number of increments c in [3, m) coprime to m."""
-    return int(sympy.totient(int(m))) - sum(1 for c in (1, 2) if c < m and math.gcd(c, m) == 1)
+    return totient(m) - sum(1 for c in (1, 2) if c < m and math.gcd(c, m) == 1)
 
 
 def draw_multipliers(m: int, rng: np.random.Generator, num: int) -> np.ndarray:
@@ -52,7 +71,7 @@ def draw_multipliers(m: int, rng: np.random.Generator, num: int) -> np.ndarray:
 def draw_increments(m: int, rng: np.random.Generator, num: int) -> np.ndarray:
     """`num` distinct increments c in [3, m) with gcd(c, m) = 1, in uniformly random order."""
     m = int(m)
-    if m & (m - 1) == 0:  # the odd numbers 3, 5, ..., m - 1
+    if _is_power_of_two(m):  # the odd numbers 3, 5, ..., m - 1
         available = max(m // 2 - 1, 0)
         if num > available:
             raise ValueError(f"m={m} has only {available} odd increments >= 3, but {num} were asked for")

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy
 
 from .. import prng
 from .. import plots
@@ -46,6 +45,7 @@ def parts_of(kind: str, m: int, bits_to_keep: int | None = None) -> list[Part]:
     """The parts measured for values of generator `kind` at modulus m (module docstring)."""
     m = int(m)
     if prng.canonical_kind(kind) == "LCG" and m & (m - 1):
+        import sympy  # only for a modulus that is not a power of two (utils/params.py, prime_factors)
         return [Part("mod_prime_power", i, int(q)) for q, e in sorted(sympy.factorint(m).items())
                 for i in range(1, int(e) + 1)]
     w = prng.effective_bits(kind, m, bits_to_keep)

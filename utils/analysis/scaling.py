@@ -12,7 +12,6 @@ import os
 import re
 
 import numpy as np
-import pandas as pd
 
 from ..data import PCG_KINDS
 from .. import plots
@@ -56,6 +55,7 @@ def points_from(path: str, tau: float, source: str = "model", rule: str = "stays
     if not os.path.isfile(path):
         raise ValueError(f"run file not found: {path}")
     if path.endswith(".csv"):
+        import pandas as pd  # here: analyze.py's other commands start without it (utils/results.py, save_table)
         try:
             df = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.ParserError) as err:
