@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 import curriculum_lowmem
@@ -214,7 +213,12 @@ def test_accumulation_all_reduces_once_per_update(tmp_path):
 
             def hook(state, bucket, G=G):
                 calls[G] += 1
-                return default_hooks.allreduce_hook(None, bucket)
+                # What an all-reduce over one rank gives, as a future completed here: torch's allreduce_hook
+                # finishes with a Python callback on gloo's thread, and if the test ends while that thread
+                # still waits for the GIL to free it, DDP's teardown (holding the GIL) waits for the thread.
+                done = torch.futures.Future()
+                done.set_result(bucket.buffer())
+                return done
 
             ddp.register_comm_hook(None, hook)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
