@@ -11,6 +11,7 @@ Every run computes with one thread, set the way a user sets it (OMP_NUM_THREADS=
 process a test launches), so that the scripts' start-up choice (utils/threads.py) takes it: exact
 comparisons between runs need the same thread count, and the load of a shared machine must not change it.
 """
+import collections
 import os
 
 import pytest
@@ -34,6 +35,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # The files with the most tests marked slow first (pyproject.toml runs whole files on each worker, in
+    # this order): the long ones start at once and the workers end together. Within a file, its own order.
+    slow = collections.Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.module.__name__])
     if not cuda_selected(config):
         reason = "CUDA test: the CPU suite hides the GPU; run `pytest -m cuda` on a GPU machine"
     elif not torch.cuda.is_available():

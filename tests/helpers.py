@@ -41,6 +41,11 @@ def run_process(script: str, *args, **kwargs) -> subprocess.CompletedProcess:
                           **{"env": clean_env(), "timeout": 600, **kwargs})
 
 
+def cpus_per_worker() -> int:
+    """The CPUs one test may keep busy: this process's, shared among pytest-xdist's workers (pyproject.toml)."""
+    return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 def clean_env(**extra) -> dict:
     """This environment without launcher variables, one thread per rank, unbuffered output."""
     launch = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}

@@ -30,7 +30,7 @@ from utils import config, settings
 from utils.curriculum_config import TOP_LEVEL, YAML_SCHEMA
 from utils.int_list import INT64_MAX, int_expr, parse_int_list
 from utils.gpt2 import GPTConfig, build_model
-from tests.helpers import REPO, clean_env, run_process
+from tests.helpers import REPO, clean_env, cpus_per_worker, run_process
 
 CASE_SECONDS = 20  # validation builds nothing: a case that takes longer hangs
 MODEL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--seq_len", "9", "--n_a", "4", "--n_c", "4",
@@ -320,7 +320,7 @@ CLI_BAD = {
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory, finished_run):
     """case -> (the process's result, its output folder's (existence, fingerprint) before and after): every
-    case of CLI_BAD, run as a process, as many at once as this process has CPUs (each spends seconds importing)."""
+    case of CLI_BAD, run as a process, as many at once as this test worker has CPUs (each spends seconds importing)."""
     root = tmp_path_factory.mktemp("cli_bad")
     checkpoint = next(p for p in finished_run[0].iterdir() if p.name.startswith("checkpoint_"))
     (root / "truncated.pt").write_bytes(checkpoint.read_bytes()[:1000])
@@ -347,7 +347,7 @@ def cli_results(tmp_path_factory, finished_run):
         result = run_process(script, *argv, env=clean_env(**env), timeout=300)
         return result, before, (out.exists(), fingerprint(out))
 
-    with concurrent.futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with concurrent.futures.ThreadPoolExecutor(cpus_per_worker()) as pool:
         return dict(zip(CLI_BAD, pool.map(run, CLI_BAD)))
 
 
