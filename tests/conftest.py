@@ -34,11 +34,15 @@ def pytest_configure(config):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def pytest_collection_modifyitems(config, items):
-    # The files with the most tests marked slow first (pyproject.toml runs whole files on each worker, in
-    # this order): the long ones start at once and the workers end together. Within a file, its own order.
+def slow_files_first(items) -> None:
+    """The files with the most tests marked slow first (pyproject.toml has each worker run whole files, in
+    this order): the long ones start at once and the workers end together. Within a file, its own order."""
     slow = collections.Counter(item.module.__name__ for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.module.__name__])
+
+
+def pytest_collection_modifyitems(config, items):
+    slow_files_first(items)
     if not cuda_selected(config):
         reason = "CUDA test: the CPU suite hides the GPU; run `pytest -m cuda` on a GPU machine"
     elif not torch.cuda.is_available():

@@ -9,9 +9,11 @@ a script, analyze.py or the benchmark, in this process; W&B as a process), liste
 import importlib
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import slow_files_first
 from tests.helpers import REPO, repo_files
 
 IMPORTS_AS_BENCH = "test_bench.py::test_each_bench_module_imports_as_bench_dot_its_name_and_documents_that_form"
@@ -98,6 +100,8 @@ def test_the_slow_marker_is_declared_and_a_missing_toolchain_fails():
     settings = tomllib.loads(Path(REPO, "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert {line.split(":")[0] for line in settings["markers"]} == {"slow", "cuda"}
     assert "--strict-markers" in settings["addopts"] and settings["testpaths"] == ["tests"]
+    # workers take whole files in the order tests/conftest.py gives them, not xdist's own (most tests first)
+    assert {"--dist", "loadfile", "--no-loadscope-reorder"} <= set(settings["addopts"].split())
     slurm = importlib.import_module("tests.test_slurm")
     accel = importlib.import_module("tests.test_accel_cpu")
     assert "slow" in marks(slurm)
@@ -111,3 +115,13 @@ def test_the_package_layout_names_the_repositorys_packages_and_scripts():
     packages = {str(p.parent.relative_to(root)).replace("/", ".") for p in repo_files(("__init__.py",))}
     assert set(layout["packages"]) == packages - {"tests"}
     assert set(layout["py-modules"]) == {p.stem for p in root.glob("*.py")}
+
+
+def test_the_files_with_the_most_slow_tests_run_first_each_keeping_its_order():
+    def item(module, name, slow):
+        return SimpleNamespace(module=SimpleNamespace(__name__=module), name=name,
+                               get_closest_marker=lambda mark, slow=slow: object() if slow and mark == "slow" else None)
+    items = [item("a", "a1", False), item("a", "a2", False), item("b", "b1", True), item("b", "b2", False),
+             item("c", "c1", True), item("c", "c2", True), item("d", "d1", False)]
+    slow_files_first(items)
+    assert [i.name for i in items] == ["c1", "c2", "b1", "b2", "a1", "a2", "d1"]
