@@ -2,7 +2,7 @@
 README's Quickstart, bench/quickstart_seeds.py, bench/bench_train.py's quickstart case, bench/gpu_check.sh
 and the CUDA tests all run it, and no other file carries a copy of its flags. The file parses and
 validates with the script's own parser, its first updates run (nothing timed), and the README's
-description of the recipe quotes its values.
+description of the recipe names every flag of the file with its value.
 
 docs/quickstart_search.tsv is not a consumer: it logs the commands that were run during the search."""
 import glob
@@ -103,26 +103,40 @@ def test_the_quickstart_parses_and_validates_as_an_lcg_tested_on_unseen_pairs(mo
     assert cfg.dtype == "float32" and cfg.save_correctness
 
 
-def test_readme_quickstart_paragraph_names_the_same_flags():
-    """The description below the command must not drift from the file: the numbers it quotes for the
-    schedule are the file's."""
+# What the README's Quickstart section says of each flag of the file, as a phrase with the file's values
+# ({} in order of the flags named). Every flag of the file needs an entry: a flag added to the recipe and
+# not described fails test_the_readme_describes_every_flag_of_the_file_with_its_value.
+DESCRIBED = {
+    ("--type", "--m"): "an {} with m = {}:",
+    ("--n_a", "--n_c"): "{} x {} (a, c) pairs for training",
+    ("--n_test_a", "--n_test_c"): "the other {} x {} for testing",
+    ("--n_example",): "{} start states per pair",
+    ("--seq_len",): "sequences of {} numbers",
+    ("--n_layer", "--n_head", "--n_embd"): "a {}-layer, {}-head, {}-wide",
+    ("--num_steps", "--batch_size"): "{} updates of {} sequences",
+    ("--beta2", "--weight_decay"): "beta2 = {} and weight decay {}",
+    ("--warm_steps", "--lr_trgt"): "warmed up over {} updates to {}",
+    ("--lr_min",): "cosine-decayed to {}",
+    ("--dtype",): "{} on every machine",
+    ("--eval_interval",): "an evaluation every {} updates",
+    ("--results_dir",): "files in `{}`",
+    ("--save_correctness",): "the accuracy-by-position plot `correctness_<base>.png`",
+}
+
+
+def test_the_readme_describes_every_flag_of_the_file_with_its_value():
+    """The table and the lines under the command must not drift from the file: each flag of the file is
+    described, with the file's value, in the README's Quickstart section."""
     argv = quickstart_argv()
     with open(README, encoding="utf-8") as f:
-        text = f.read()
-    section = text.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
-    steps = flag(argv, "--num_steps")
-    if steps is not None:
-        assert f"{int(steps):,}".replace(",", "") in section.replace(",", "")
-    # the description's optimiser settings are the file's (as phrases, not bare numbers, which would
-    # match anywhere in the tables)
-    described = " ".join(section.split())
-    for name, phrase in (("--weight_decay", "weight decay {}"), ("--beta2", "beta2 = {}"),
-                         ("--warm_steps", "warmed up over {} updates"), ("--lr_trgt", "updates to {}"),
-                         ("--lr_min", "cosine-decayed to {}")):
-        value = flag(argv, name)
-        if value is not None:
-            expected = phrase.format(value)
-            assert expected in described, f"the quickstart description does not say {expected!r}"
+        section = f.read().split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+    described = " ".join(section.replace("|", " ").split())
+    in_file = {word for word in argv if word.startswith("--")}
+    assert in_file == {name for names in DESCRIBED for name in names}, \
+        f"flags of {QUICKSTART_ARGS} with no description here, or described and not in it"
+    for names, phrase in DESCRIBED.items():
+        expected = phrase.format(*(flag(argv, name) for name in names))
+        assert expected in described, f"the README's Quickstart does not say {expected!r} ({', '.join(names)})"
 
 
 def test_the_quickstart_runs_its_first_updates(tmp_path, monkeypatch):
