@@ -1,6 +1,9 @@
 """bench/ is a package, run from the repository root as `python -m bench.<name>`: every module imports as
 `bench.<name>`, its docstring's usage says so, and run as a file (`python bench/<name>.py`, where Python puts
-bench/ on sys.path instead of the root) it says how to run it in one line, before importing anything of ours."""
+bench/ on sys.path instead of the root) it says how to run it in one line, before importing anything of ours.
+The data, baseline and thread benchmarks run end to end at tiny sizes (the training and seed benchmarks in
+tests/test_quickstart.py; faults and ranks are trial harnesses over the behaviour that tests/test_faults.py
+and tests/test_distributed.py test)."""
 import importlib
 import subprocess
 import sys
@@ -36,3 +39,55 @@ def test_a_bench_module_runs_as_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "bench.quickstart_seeds", "--help"], cwd=REPO, env=clean_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--seeds" in result.stdout, result.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmarks themselves, end to end at tiny sizes (their full sizes take minutes): what a user runs
+# must not break between two measurements.
+
+def test_the_data_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, capsys):
+    from bench import bench_data
+    monkeypatch.setattr(bench_data, "BATCH", 16)
+    monkeypatch.setattr(bench_data, "SEQ_LEN", 33)
+    for name in ("N_A", "N_C"):
+        monkeypatch.setattr(bench_data, name, 16)
+    for name in ("N_TEST_A", "N_TEST_C", "BATCH_REPEATS", "LOOP_REPEATS"):
+        monkeypatch.setattr(bench_data, name, {"N_TEST_A": 4, "N_TEST_C": 4}.get(name, 1))
+    bench_data.main()  # checks the batch path against tests/reference.py on every type as it measures
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in
+            {combo.kind for combo in bench_data.COMBOS}}
+    assert set(rows) == {combo.kind for combo in bench_data.COMBOS}
+    for kind, words in rows.items():
+        assert words[-2].endswith("x") and float(words[-2][:-1].replace(",", "")) > 0, kind
+    assert any(line.strip().startswith("wall time") for line in out)
+    assert any(line.strip().startswith("extra RSS") for line in out)
+
+
+def test_the_baseline_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, capsys):
+    from bench import bench_baselines
+    monkeypatch.setattr(bench_baselines, "MODULI", (2**10,))
+    monkeypatch.setattr(bench_baselines, "N_TEST_A", 2)
+    monkeypatch.setattr(bench_baselines, "N_TEST_C", 2)
+    monkeypatch.setattr(bench_baselines, "SEQ_LEN", 12)
+    assert bench_baselines.main() == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[1:] if line.split() and line.split()[0] == "1024"]
+    assert len(rows) == 8  # seven types, LCG with both baselines
+    lcg = next(words for words in rows if words[1:3] == ["LCG", "lcg"])
+    assert float(lcg[5]) == 1.0  # last-position accuracy: the LCG solver knows each number after the first few
+    assert out[-1] == f"m=1024 under {bench_baselines.TARGET_S:.0f} s: yes"
+
+
+def test_a_thread_benchmark_cell_runs_end_to_end_in_this_process(capsys):
+    """The worker of one cell, as `python -m bench.bench_threads` starts it: the rule reads OMP_NUM_THREADS=1
+    (tests/conftest.py), so this process keeps its one thread."""
+    import json
+
+    import torch
+
+    from bench import bench_threads
+    bench_threads.main(["--worker", "auto", "--case", "quickstart", "--steps", "1"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["threads"] == 1 == torch.get_num_threads() and row["reason"] == "OMP_NUM_THREADS=1"
+    assert row["step_s"] > 0

@@ -57,9 +57,9 @@ FAST_END_TO_END = {
     "utils/analysis/scaling.py": "test_analysis.py::test_scaling_fits_the_exponent",
     "bench/quickstart_seeds.py": "test_quickstart.py::test_the_seed_benchmark_runs_the_file_by_default",
     "bench/bench_train.py": "test_quickstart.py::test_the_training_benchmark_takes_its_quickstart_case_from_the_file",
-    "bench/bench_baselines.py": IMPORTS_AS_BENCH,
-    "bench/bench_data.py": IMPORTS_AS_BENCH,
-    "bench/bench_threads.py": IMPORTS_AS_BENCH,
+    "bench/bench_baselines.py": "test_bench.py::test_the_baseline_benchmark_runs_end_to_end_at_a_tiny_size",
+    "bench/bench_data.py": "test_bench.py::test_the_data_benchmark_runs_end_to_end_at_a_tiny_size",
+    "bench/bench_threads.py": "test_bench.py::test_a_thread_benchmark_cell_runs_end_to_end_in_this_process",
     "bench/faults.py": IMPORTS_AS_BENCH,
     "bench/ranks.py": IMPORTS_AS_BENCH,
 }
