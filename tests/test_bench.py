@@ -5,11 +5,13 @@ The data, baseline and thread benchmarks run end to end at tiny sizes (the train
 tests/test_quickstart.py; faults and ranks are trial harnesses over the behaviour that tests/test_faults.py
 and tests/test_distributed.py test)."""
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import REPO, clean_env
 
@@ -47,12 +49,9 @@ def test_a_bench_module_runs_as_python_dash_m():
 
 def test_the_data_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, capsys):
     from bench import bench_data
-    monkeypatch.setattr(bench_data, "BATCH", 16)
-    monkeypatch.setattr(bench_data, "SEQ_LEN", 33)
-    for name in ("N_A", "N_C"):
-        monkeypatch.setattr(bench_data, name, 16)
-    for name in ("N_TEST_A", "N_TEST_C", "BATCH_REPEATS", "LOOP_REPEATS"):
-        monkeypatch.setattr(bench_data, name, {"N_TEST_A": 4, "N_TEST_C": 4}.get(name, 1))
+    for name, value in {"BATCH": 16, "SEQ_LEN": 33, "N_A": 16, "N_C": 16, "N_TEST_A": 4, "N_TEST_C": 4,
+                        "BATCH_REPEATS": 1, "LOOP_REPEATS": 1}.items():
+        monkeypatch.setattr(bench_data, name, value)
     bench_data.main()  # checks the batch path against tests/reference.py on every type as it measures
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out if line.split() and line.split()[0] in
@@ -66,10 +65,8 @@ def test_the_data_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, capsys):
 
 def test_the_baseline_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, capsys):
     from bench import bench_baselines
-    monkeypatch.setattr(bench_baselines, "MODULI", (2**10,))
-    monkeypatch.setattr(bench_baselines, "N_TEST_A", 2)
-    monkeypatch.setattr(bench_baselines, "N_TEST_C", 2)
-    monkeypatch.setattr(bench_baselines, "SEQ_LEN", 12)
+    for name, value in {"MODULI": (2**10,), "N_TEST_A": 2, "N_TEST_C": 2, "SEQ_LEN": 12}.items():
+        monkeypatch.setattr(bench_baselines, name, value)
     assert bench_baselines.main() == 0
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out[1:] if line.split() and line.split()[0] == "1024"]
@@ -82,10 +79,6 @@ def test_the_baseline_benchmark_runs_end_to_end_at_a_tiny_size(monkeypatch, caps
 def test_a_thread_benchmark_cell_runs_end_to_end_in_this_process(capsys):
     """The worker of one cell, as `python -m bench.bench_threads` starts it: the rule reads OMP_NUM_THREADS=1
     (tests/conftest.py), so this process keeps its one thread."""
-    import json
-
-    import torch
-
     from bench import bench_threads
     bench_threads.main(["--worker", "auto", "--case", "quickstart", "--steps", "1"])
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
